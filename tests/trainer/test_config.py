@@ -1,0 +1,135 @@
+"""Config loading: every key and type is checked, errors are one line and name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.cli import parse_config
+from trainer.config import ConfigError, JobConfig, config_from_dict, load_toml, to_toml
+from trainer.config_checks import check_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        cfg = load_toml(path)
+        assert cfg.job.name, path
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = load_toml(ROOT / "configs" / "tiny_full.toml")
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_toml(path) == cfg
+
+
+def test_cli_overrides_toml():
+    cfg = parse_config(
+        [
+            "--config",
+            str(ROOT / "configs/tiny_full.toml"),
+            "--training.steps",
+            "7",
+            "--job.dump_folder",
+            "x",
+            "--compile.enable",
+            "True",
+            "--method.target_modules",
+            "q_proj",
+            "v_proj",
+        ]
+    )
+    assert cfg.training.steps == 7 and cfg.job.dump_folder == "x" and cfg.compile.enable
+    assert cfg.method.target_modules == ("q_proj", "v_proj")
+    assert cfg.optimizer.lr == 3e-3  # from the file
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ({"training": {"stepz": 3}}, "unknown key 'training.stepz' (did you mean 'steps'?)"),
+        ({"trainin": {"steps": 3}}, "unknown key 'trainin'"),
+        ({"training": {"steps": "many"}}, "training.steps: expected an integer, got 'many'"),
+        ({"training": {"steps": 1.5}}, "training.steps: expected an integer"),
+        ({"optimizer": {"lr": "fast"}}, "optimizer.lr: expected a number"),
+        ({"precision": {"mode": "fp16"}}, "precision.mode: expected one of"),
+        ({"compile": {"enable": 1}}, "compile.enable: expected true or false"),
+        ({"training": 5}, "training: expected a [training] table"),
+    ],
+)
+def test_bad_keys_and_types(raw, fragment):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw, world, fragment",
+    [
+        (
+            {"training": {"global_batch_size": 9}},
+            2,
+            "training.global_batch_size: 9 is not divisible by the world size 2",
+        ),
+        (
+            {"training": {"global_batch_size": 8, "local_batch_size": 3}},
+            2,
+            "training.local_batch_size: 3 does not divide",
+        ),
+        (
+            {"data": {"source": "/nonexistent/shards"}},
+            1,
+            "data.source: /nonexistent/shards does not exist",
+        ),
+        ({"data": {"tokenizer": "/nonexistent/tok.json"}}, 1, "data.tokenizer: tokenizer file"),
+        (
+            {"method": {"name": "switchlora", "interval0": 6.0, "freeze_steps": 5}},
+            1,
+            "method.interval0",
+        ),
+        ({"training": {"steps": 0}}, 1, "training.steps: must be positive"),
+    ],
+)
+def test_inconsistent_values(raw, world, fragment):
+    with pytest.raises(ConfigError) as err:
+        check_config(config_from_dict(raw), world)
+    assert fragment in str(err.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found: /no/such.toml"):
+        load_toml("/no/such.toml")
+
+
+def test_train_script_reports_model_inconsistency_in_one_line(tmp_path):
+    """Heads not dividing dim is caught before any compute, as a one-line error, exit code 2."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/train.py"),
+            "--config",
+            str(ROOT / "configs/tiny_full.toml"),
+            "--model.n_heads",
+            "5",
+            "--job.dump_folder",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1] == "config error: model.n_heads: 5 does not divide model.dim 128", proc.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_defaults_are_consistent():
+    check_config(JobConfig(), 1)

@@ -1,0 +1,34 @@
+"""Command line: ``--config file.toml`` then ``--section.field value`` overrides (tyro)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import tyro
+
+from trainer.config import JobConfig, config_from_dict, config_to_dict, load_toml
+
+_DESCRIPTION = (
+    "Pre-train a LLaMA model with full-rank, LoRA or SwitchLoRA projections. "
+    "Start from a TOML file with --config FILE; every field can then be overridden with "
+    "--section.field VALUE (see the sections below)."
+)
+
+
+def parse_config(argv: Sequence[str] | None = None) -> JobConfig:
+    """Load ``--config`` (if given) and apply command-line overrides; checks every type."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    base = load_toml(known.config) if known.config else JobConfig()
+    cfg = tyro.cli(
+        JobConfig,
+        default=base,
+        args=rest,
+        description=_DESCRIPTION,
+        use_underscores=True,
+        config=(tyro.conf.FlagConversionOff,),
+    )
+    # Round-trip through the TOML checker so that CLI values obey the same rules.
+    return config_from_dict(config_to_dict(cfg))

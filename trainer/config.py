@@ -1,0 +1,357 @@
+"""Job configuration: one dataclass per TOML section, a docstring under every field.
+
+A run is configured by a TOML file (``--config``) whose tables match the sections below,
+then overridden by command-line flags ``--section.field value`` (parsed by tyro). Every key
+is checked: unknown keys, wrong types and inconsistent values fail before any compute, with
+a one-line message naming the key (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or inconsistent; the message names the key."""
+
+
+@dataclass
+class Job:
+    name: str = "run"
+    """Name of the run, used in log lines and as the default dump folder name."""
+    dump_folder: str = "outputs/run"
+    """Folder for everything the run writes: resolved config, TensorBoard events, checkpoints."""
+    seed: int = 0
+    """Seed for model initialisation, data order and every switching decision."""
+    description: str = ""
+    """Free text kept with the resolved config."""
+
+
+@dataclass
+class Model:
+    flavor: str = "tiny"
+    """Named model size from trainer/model_flavors.py (tiny, small, 60m, 130m, 250m, 350m, 1b, 7b, ...)."""
+    dim: int | None = None
+    """Hidden size; None keeps the flavour's value."""
+    n_layers: int | None = None
+    """Number of transformer blocks; None keeps the flavour's value."""
+    n_heads: int | None = None
+    """Number of attention heads; must divide dim."""
+    n_kv_heads: int | None = None
+    """Number of key/value heads for grouped-query attention; must divide n_heads. None = n_heads."""
+    ffn_dim: int | None = None
+    """Hidden size of the SwiGLU MLP; None keeps the flavour's value."""
+    vocab_size: int | None = None
+    """Embedding rows; None uses the tokenizer's vocabulary size (rounded up to a multiple of 64)."""
+    norm_eps: float | None = None
+    """RMSNorm epsilon; None keeps the flavour's value (1e-6)."""
+    rope_theta: float | None = None
+    """Rotary embedding base; None keeps the flavour's value (10000)."""
+    init_std: float = 0.02
+    """Standard deviation of the LLaMA N(0, std) initialisation of every linear and embedding."""
+
+
+@dataclass
+class Data:
+    source: str = "embedded:shakespeare"
+    """Training text: 'embedded:shakespeare' (ships with the package) or a folder written by scripts/prepare_data.py."""
+    tokenizer: str = "byte"
+    """'byte' (built in), a Hugging Face tokenizer.json path, or a sentencepiece .model path."""
+    num_workers: int = 0
+    """Data loader worker processes per rank."""
+    val_fraction: float = 0.05
+    """Held-out share of the embedded corpus used for validation (prepared folders carry their own split)."""
+
+
+@dataclass
+class Optimizer:
+    name: Literal["adamw"] = "adamw"
+    """Optimizer family. AdamW everywhere; adapter methods add per-vector bias correction (SwitchLoRA) or projections (GaLore)."""
+    lr: float = 1e-3
+    """Peak learning rate, shared by every parameter group."""
+    beta1: float = 0.9
+    """AdamW first-moment decay."""
+    beta2: float = 0.999
+    """AdamW second-moment decay."""
+    eps: float = 1e-8
+    """AdamW denominator epsilon."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay."""
+    implementation: Literal["auto", "fused", "foreach", "for-loop"] = "auto"
+    """torch.optim.AdamW kernel for full-rank training: auto picks fused on CUDA, foreach elsewhere."""
+
+
+@dataclass
+class LRSchedule:
+    warmup_steps: int = 100
+    """Linear warm-up steps from 0 to the peak learning rate."""
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    """Shape of the decay after warm-up."""
+    min_lr_ratio: float = 0.0
+    """Floor of the decay as a fraction of the peak learning rate (0.1 = decay to 10%)."""
+
+
+@dataclass
+class Training:
+    steps: int = 1000
+    """Number of optimizer steps."""
+    global_batch_size: int = 32
+    """Sequences per optimizer step, over all data-parallel ranks and micro-batches."""
+    local_batch_size: int = 0
+    """Sequences per micro-batch per rank; 0 = global_batch_size / world size (no accumulation)."""
+    seq_len: int = 256
+    """Tokens per training sequence."""
+    max_norm: float = 1.0
+    """Gradient clipping threshold on the global L2 norm; 0 disables clipping."""
+    val_every: int = 0
+    """Run validation every this many steps (0: only at the end)."""
+    val_batches: int = 16
+    """Validation micro-batches per rank per evaluation (0 = the whole validation split)."""
+
+
+@dataclass
+class Parallel:
+    dp_shard: int = -1
+    """Data-parallel shard degree (FSDP); -1 = all ranks not used by dp_replicate."""
+    dp_replicate: int = 1
+    """Data-parallel replicate degree; >1 with dp_shard>1 is HSDP, dp_shard=1 is replicate-only (DDP semantics)."""
+    reshard_after_forward: bool = True
+    """Free all-gathered block parameters after forward (ZeRO-3) instead of keeping them for backward."""
+    activation_checkpoint: Literal["none", "full"] = "none"
+    """Recompute each block's activations in backward to save memory."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend: auto = nccl when CUDA is available, gloo otherwise."""
+
+
+@dataclass
+class Checkpoint:
+    enable: bool = False
+    """Save distributed checkpoints under <dump_folder>/checkpoints/."""
+    interval: int = 500
+    """Save every this many steps (and at the end)."""
+    keep_latest: int = 2
+    """How many complete checkpoints to keep; older ones are deleted after a newer one is complete."""
+
+
+@dataclass
+class Metrics:
+    log_every: int = 10
+    """Console line and TensorBoard scalars every this many steps."""
+    tensorboard: bool = True
+    """Write TensorBoard events under <dump_folder>/tb/."""
+
+
+@dataclass
+class Compile:
+    enable: bool = False
+    """torch.compile(fullgraph=True) each transformer block (and the switch kernel)."""
+
+
+@dataclass
+class Precision:
+    mode: Literal["fp32", "bf16"] = "fp32"
+    """fp32, or bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy)."""
+
+
+@dataclass
+class Method:
+    name: Literal["full", "lora", "switchlora"] = "full"
+    """Training method for the attention and MLP projections."""
+    rank: int = 128
+    """Adapter rank r."""
+    alpha: float = 1.0
+    """Adapter scale numerator: s = alpha / rank."""
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    """Linear layers that get an adapter; the rest of the model trains full-rank."""
+    interval0: float = 40.0
+    """SwitchLoRA: initial switching interval (steps between switches of one vector)."""
+    descent_ratio: float = 0.1
+    """SwitchLoRA: the switching frequency falls to 0.3x its start at step descent_ratio * steps."""
+    fixed_interval: bool = False
+    """SwitchLoRA: keep the interval at interval0 for the whole run."""
+    freeze_steps: int = 5
+    """SwitchLoRA: steps a switched vector's counterpart stays frozen (0 = reset its state without freezing)."""
+    candidate_source: Literal["pool", "seeded"] = "pool"
+    """SwitchLoRA: 'pool' stores min(m, n) candidate vectors per factor; 'seeded' draws them from a keyed generator."""
+    pool_write_back: bool = True
+    """SwitchLoRA pool: write the trained outgoing vector back into its pool slot."""
+    pool_choice: Literal["sequential", "random"] = "sequential"
+    """SwitchLoRA pool: walk the pool as a ring, or draw uniformly from unused entries."""
+    pool_offload_cpu: bool = False
+    """SwitchLoRA pool: keep pools in pinned CPU memory and copy only the rows needed each step."""
+    init: Literal["switchlora", "lora"] = "switchlora"
+    """Adapter init: the SwitchLoRA formula for A and B, or LoRA's kaiming A with B = 0."""
+
+
+@dataclass
+class JobConfig:
+    """Every setting of a training run."""
+
+    job: Job = field(default_factory=Job)
+    model: Model = field(default_factory=Model)
+    data: Data = field(default_factory=Data)
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    lr_schedule: LRSchedule = field(default_factory=LRSchedule)
+    training: Training = field(default_factory=Training)
+    parallel: Parallel = field(default_factory=Parallel)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    metrics: Metrics = field(default_factory=Metrics)
+    compile: Compile = field(default_factory=Compile)
+    precision: Precision = field(default_factory=Precision)
+    method: Method = field(default_factory=Method)
+
+
+# --------------------------------------------------------------------------- TOML loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` (parsed from TOML) against the annotation ``tp``; return it converted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")
+
+
+def _unknown_key_error(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown key '{key}'{hint}")
+
+
+def _build_section(cls: type, table: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise _unknown_key_error(f"{section}.{key}", names)
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> JobConfig:
+    """Build a :class:`JobConfig` from nested TOML tables, checking every key and type."""
+    hints = typing.get_type_hints(JobConfig)
+    sections = {}
+    for name, table in raw.items():
+        if name not in hints:
+            raise _unknown_key_error(name, list(hints))
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: expected a [{name}] table, got {table!r}")
+        sections[name] = _build_section(hints[name], table, name)
+    return JobConfig(**sections)
+
+
+def load_toml(path: str | Path) -> JobConfig:
+    """Read a TOML config file; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_to_dict(cfg: JobConfig) -> dict[str, Any]:
+    """Plain nested dict of the config (tuples as lists, None values dropped) for TOML/JSON."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        out[f.name] = {k: clean(v) for k, v in dataclasses.asdict(section).items() if v is not None}
+    return out
+
+
+def to_toml(cfg: JobConfig) -> str:
+    """Serialise a config to TOML text that :func:`load_toml` reads back to an equal config."""
+    lines: list[str] = []
+    for section, table in config_to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

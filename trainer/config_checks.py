@@ -1,0 +1,94 @@
+"""Consistency checks that need more than one field (or the world size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.config import ConfigError, JobConfig
+from trainer.model.args import ModelArgs
+
+
+def check_config(cfg: JobConfig, world_size: int) -> None:
+    """Raise :class:`ConfigError` naming the key of the first inconsistency found."""
+    t = cfg.training
+    if t.steps <= 0:
+        raise ConfigError(f"training.steps: must be positive, got {t.steps}")
+    if t.seq_len <= 0:
+        raise ConfigError(f"training.seq_len: must be positive, got {t.seq_len}")
+    if t.global_batch_size % world_size:
+        raise ConfigError(
+            f"training.global_batch_size: {t.global_batch_size} is not divisible by the "
+            f"world size {world_size}"
+        )
+    per_rank = t.global_batch_size // world_size
+    if t.local_batch_size < 0 or (t.local_batch_size and per_rank % t.local_batch_size):
+        raise ConfigError(
+            f"training.local_batch_size: {t.local_batch_size} does not divide the per-rank "
+            f"batch {per_rank} (global_batch_size {t.global_batch_size} / world size {world_size})"
+        )
+    if cfg.metrics.log_every <= 0:
+        raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
+    if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:
+        raise ConfigError(f"checkpoint.interval: must be positive, got {cfg.checkpoint.interval}")
+    if cfg.checkpoint.keep_latest < 1:
+        raise ConfigError(
+            f"checkpoint.keep_latest: must be at least 1, got {cfg.checkpoint.keep_latest}"
+        )
+    if not 0.0 <= cfg.lr_schedule.min_lr_ratio <= 1.0:
+        raise ConfigError(
+            f"lr_schedule.min_lr_ratio: must be in [0, 1], got {cfg.lr_schedule.min_lr_ratio}"
+        )
+    if cfg.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
+    source = cfg.data.source
+    if not source.startswith("embedded:") and not Path(source).exists():
+        raise ConfigError(
+            f"data.source: {source} does not exist (prepare it with scripts/prepare_data.py "
+            "or use 'embedded:shakespeare')"
+        )
+    tok = cfg.data.tokenizer
+    if tok != "byte" and not Path(tok).is_file():
+        raise ConfigError(f"data.tokenizer: tokenizer file {tok} does not exist")
+    m = cfg.method
+    if m.name != "full":
+        if m.rank < 1:
+            raise ConfigError(f"method.rank: must be at least 1, got {m.rank}")
+        if not m.target_modules:
+            raise ConfigError("method.target_modules: empty list")
+    if m.name == "switchlora":
+        if m.freeze_steps < 0:
+            raise ConfigError(f"method.freeze_steps: must be >= 0, got {m.freeze_steps}")
+        if m.interval0 < 2 * m.freeze_steps:
+            raise ConfigError(
+                f"method.interval0: {m.interval0} is below 2 * method.freeze_steps "
+                f"({2 * m.freeze_steps}); counterparts would still be frozen when switched again"
+            )
+        if m.descent_ratio <= 0:
+            raise ConfigError(f"method.descent_ratio: must be positive, got {m.descent_ratio}")
+
+
+def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int) -> None:
+    """Checks of the resolved model sizes (flavour plus overrides)."""
+    if args.dim % args.n_heads:
+        raise ConfigError(f"model.n_heads: {args.n_heads} does not divide model.dim {args.dim}")
+    if args.n_heads % args.n_kv_heads:
+        raise ConfigError(
+            f"model.n_kv_heads: {args.n_kv_heads} does not divide model.n_heads {args.n_heads}"
+        )
+    if args.head_dim % 2:
+        raise ConfigError(
+            f"model.dim / model.n_heads = {args.head_dim} must be even for rotary embeddings"
+        )
+    if args.vocab_size < tokenizer_vocab:
+        raise ConfigError(
+            f"model.vocab_size: {args.vocab_size} is smaller than the tokenizer's vocabulary "
+            f"({tokenizer_vocab})"
+        )
+    if cfg.training.seq_len > args.max_seq_len:
+        raise ConfigError(f"training.seq_len: {cfg.training.seq_len} exceeds {args.max_seq_len}")
+    if cfg.method.name != "full":
+        smallest = min(args.dim, args.ffn_dim, args.n_kv_heads * args.head_dim)
+        if cfg.method.rank > smallest:
+            raise ConfigError(
+                f"method.rank: {cfg.method.rank} exceeds the smallest adapted dimension {smallest}"
+            )

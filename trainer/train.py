@@ -1,0 +1,285 @@
+"""The training job: build, shard, initialise, then loop.
+
+One optimizer step: micro-batches (forward, loss normalised by the global token count,
+backward) -> global gradient-norm clip -> method hook (SwitchLoRA: switch, freeze, reset)
+-> optimizer step -> LR step -> metrics -> validation / checkpoint on their intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from parallel.activation_checkpoint import apply_activation_checkpointing
+from parallel.compile import apply_compile
+from parallel.distributed import DistInfo, init_distributed, shutdown
+from parallel.fsdp import apply_fsdp, mixed_precision_policy
+from trainer.config import ConfigError, JobConfig, to_toml
+from trainer.config_checks import check_config, check_model_args
+from trainer.data.loader import DataBundle, build_data, build_val_loader
+from trainer.lr_schedule import build_scheduler
+from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
+from trainer.metrics import MetricsLogger, format_step_line, peak_flops, peak_memory_gib
+from trainer.model.args import ModelArgs, resolve_model_args
+from trainer.model.init import init_dense_weights
+from trainer.model.llama import Llama
+from trainer.optim import clip_grad_norm
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also written to <dump_folder>/summary.json)."""
+
+    steps: int
+    initial_val_loss: float
+    final_val_loss: float
+    train_losses: dict[int, float] = field(default_factory=dict)
+    val_losses: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def final_val_ppl(self) -> float:
+        return math.exp(self.final_val_loss)
+
+    @property
+    def initial_val_ppl(self) -> float:
+        return math.exp(self.initial_val_loss)
+
+
+@dataclass
+class Trainer:
+    """Everything built for a run; created by :func:`build_trainer`."""
+
+    cfg: JobConfig
+    info: DistInfo
+    model: Llama
+    model_args: ModelArgs
+    data: DataBundle
+    method: MethodRuntime
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    grad_accum: int
+    local_batch: int
+    step: int = 0
+
+
+def model_vocab_size(cfg: JobConfig, tokenizer_vocab: int) -> int:
+    if cfg.model.vocab_size is not None:
+        return cfg.model.vocab_size
+    return -(-tokenizer_vocab // 64) * 64
+
+
+def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
+    check_config(cfg, info.world_size)
+    t = cfg.training
+    local_batch = t.local_batch_size or t.global_batch_size // info.world_size
+    grad_accum = t.global_batch_size // (info.world_size * local_batch)
+    torch.manual_seed(cfg.job.seed)
+    data = build_data(
+        source=cfg.data.source,
+        tokenizer=cfg.data.tokenizer,
+        seq_len=t.seq_len,
+        local_batch_size=local_batch,
+        dp_rank=info.rank,
+        dp_world=info.world_size,
+        seed=cfg.job.seed,
+        num_workers=cfg.data.num_workers,
+        val_fraction=cfg.data.val_fraction,
+    )
+    overrides = {
+        k: getattr(cfg.model, k)
+        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta")
+    }
+    try:
+        model_args = resolve_model_args(
+            cfg.model.flavor,
+            vocab_size=model_vocab_size(cfg, data.vocab_size),
+            max_seq_len=t.seq_len,
+            overrides=overrides,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    model_args = ModelArgs(**{**model_args.__dict__, "init_std": cfg.model.init_std})
+    check_model_args(model_args, cfg, data.vocab_size)
+
+    with torch.device("meta"):
+        model = Llama(model_args)
+    placement_fn = prepare_model(model, cfg)
+    if cfg.parallel.activation_checkpoint == "full":
+        apply_activation_checkpointing(model)
+    if cfg.compile.enable:
+        apply_compile(model)
+    apply_fsdp(
+        model,
+        info.mesh,
+        mixed_precision_policy(cfg.precision.mode),
+        reshard_after_forward=cfg.parallel.reshard_after_forward,
+        shard_placement_fn=placement_fn,
+    )
+    model.to_empty(device=info.device)
+    init_dense_weights(model, cfg.job.seed, cfg.model.init_std)
+    init_method_weights(model, cfg)
+    method = build_runtime(model, cfg, info.device)
+    scheduler = build_scheduler(
+        method.optimizer,
+        cfg.lr_schedule.warmup_steps,
+        t.steps,
+        cfg.lr_schedule.decay,
+        cfg.lr_schedule.min_lr_ratio,
+    )
+    return Trainer(cfg, info, model, model_args, data, method, scheduler, grad_accum, local_batch)
+
+
+@torch.no_grad()
+def evaluate(tr: Trainer) -> float:
+    """Mean validation loss over the configured number of batches (all ranks)."""
+    tr.model.eval()
+    max_batches = tr.cfg.training.val_batches or None
+    total = torch.zeros((), dtype=torch.float64, device=tr.info.device)
+    count = torch.zeros((), dtype=torch.float64, device=tr.info.device)
+    for batch in build_val_loader(
+        tr.data, tr.local_batch, tr.info.rank, tr.info.world_size, max_batches
+    ):
+        inputs = batch["input"].to(tr.info.device, non_blocking=True)
+        targets = batch["target"].to(tr.info.device, non_blocking=True)
+        logits = tr.model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        total += loss.double()
+        count += targets.numel()
+    stats = torch.stack([total, count])
+    dist.all_reduce(stats)
+    tr.model.train()
+    if stats[1].item() == 0:
+        raise ConfigError(
+            "data: the validation split holds no complete sequence of training.seq_len"
+        )
+    return (stats[0] / stats[1]).item()
+
+
+def train_step(
+    tr: Trainer, batches: list[dict[str, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss sum, grad norm, hook metrics)."""
+    device = tr.info.device
+    tokens_per_step = tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
+    loss_sum = torch.zeros((), device=device)
+    for batch in batches:
+        inputs = batch["input"].to(device, non_blocking=True)
+        targets = batch["target"].to(device, non_blocking=True)
+        logits = tr.model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        loss = loss / tokens_per_step
+        loss.backward()
+        loss_sum += loss.detach()
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    grad_norm = clip_grad_norm(params, tr.cfg.training.max_norm)
+    hook_metrics = tr.method.before_optimizer_step(tr.step)
+    tr.method.optimizer.step()
+    tr.scheduler.step()
+    tr.method.optimizer.zero_grad(set_to_none=True)
+    tr.step += 1
+    return loss_sum, grad_norm, hook_metrics
+
+
+def run(cfg: JobConfig) -> TrainResult:
+    """Initialise the process group, train, and shut it down again."""
+    info = init_distributed(cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard)
+    try:
+        return train(cfg, info)
+    finally:
+        shutdown()
+
+
+def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
+    dump = Path(cfg.job.dump_folder)
+    if info.is_main:
+        dump.mkdir(parents=True, exist_ok=True)
+    tr = build_trainer(cfg, info)
+    if info.is_main:
+        (dump / "config.toml").write_text(to_toml(cfg))
+    logger = MetricsLogger(dump / "tb" if cfg.metrics.tensorboard else None, enabled=info.is_main)
+    t = cfg.training
+    tokens_per_step = t.global_batch_size * t.seq_len
+    n_params = sum(p.numel() for p in tr.model.parameters())
+    n_trainable = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
+    logger.line(
+        f"{cfg.job.name}: {cfg.method.name} | {n_params / 1e6:.2f}M params, "
+        f"{n_trainable / 1e6:.2f}M trainable ({n_trainable / n_params:.1%}) | "
+        f"{info.world_size} x {info.device.type} | global batch {t.global_batch_size} x {t.seq_len} "
+        f"tokens ({tr.grad_accum} micro-batch{'es' if tr.grad_accum > 1 else ''}) | {t.steps} steps"
+    )
+    peak = peak_flops(info.device)
+    flops_per_token = tr.model_args.flops_per_token(t.seq_len)
+
+    initial_val = evaluate(tr)
+    logger.line(f"step 0 | val loss {initial_val:.4f} | val ppl {math.exp(initial_val):.2f}")
+    logger.scalars(0, {"val/loss": initial_val, "val/ppl": math.exp(initial_val)})
+    result = TrainResult(steps=t.steps, initial_val_loss=initial_val, final_val_loss=initial_val)
+    result.val_losses[0] = initial_val
+
+    train_iter = iter(tr.data.train)
+    window_start = time.perf_counter()
+    window_steps = 0
+    pending_loss = torch.zeros((), device=info.device)
+    while tr.step < t.steps:
+        batches = [next(train_iter) for _ in range(tr.grad_accum)]
+        loss_sum, grad_norm, hook_metrics = train_step(tr, batches)
+        window_steps += 1
+        if hook_metrics:
+            logger.scalars(tr.step, hook_metrics)
+        last = tr.step == t.steps
+        if tr.step % cfg.metrics.log_every == 0 or last:
+            pending_loss = loss_sum.detach().clone()
+            dist.all_reduce(pending_loss)
+            loss_value = pending_loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"training loss is {loss_value} at step {tr.step}")
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_steps * tokens_per_step / elapsed
+            values = {
+                "train/loss": loss_value,
+                "train/lr": tr.scheduler.get_last_lr()[0],
+                "train/grad_norm": float(grad_norm),
+                "perf/tokens_per_s": tokens_per_s,
+                "perf/step_time_s": elapsed / window_steps,
+                "mem/peak_gib": peak_memory_gib(info.device),
+            }
+            if peak:
+                values["perf/mfu"] = flops_per_token * tokens_per_s / (peak * info.world_size)
+            values.update(hook_metrics)
+            logger.scalars(tr.step, values)
+            logger.line(format_step_line(tr.step, t.steps, values))
+            result.train_losses[tr.step] = loss_value
+            window_start = time.perf_counter()
+            window_steps = 0
+        if last or (t.val_every and tr.step % t.val_every == 0):
+            val = evaluate(tr)
+            result.val_losses[tr.step] = val
+            result.final_val_loss = val
+            logger.scalars(tr.step, {"val/loss": val, "val/ppl": math.exp(val)})
+            logger.line(f"step {tr.step} | val loss {val:.4f} | val ppl {math.exp(val):.2f}")
+            window_start = time.perf_counter()
+
+    logger.line(
+        f"final | {cfg.job.name} | step {tr.step} | val loss {result.final_val_loss:.4f} | "
+        f"val ppl {result.final_val_ppl:.2f} (initial {result.initial_val_ppl:.2f})"
+    )
+    logger.close()
+    if info.is_main:
+        summary = {
+            "steps": result.steps,
+            "initial_val_loss": result.initial_val_loss,
+            "final_val_loss": result.final_val_loss,
+            "final_val_ppl": result.final_val_ppl,
+            "train_losses": result.train_losses,
+            "val_losses": result.val_losses,
+            "params": n_params,
+            "trainable_params": n_trainable,
+        }
+        (dump / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result
