@@ -114,7 +114,7 @@ class Training:
     val_every: int = 0
     """Run validation every this many steps (0: only at the end)."""
     val_batches: int = 16
-    """Validation micro-batches per rank per evaluation (0 = the whole validation split)."""
+    """Validation batches of global_batch_size sequences per evaluation (0 = the whole validation split)."""
 
 
 @dataclass

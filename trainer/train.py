@@ -139,7 +139,8 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
 def evaluate(tr: Trainer) -> float:
     """Mean validation loss over the configured number of batches (all ranks)."""
     tr.model.eval()
-    max_batches = tr.cfg.training.val_batches or None
+    # val_batches counts global batches, so the evaluated sequences do not depend on the world size.
+    max_batches = tr.cfg.training.val_batches * tr.grad_accum or None
     total = torch.zeros((), dtype=torch.float64, device=tr.info.device)
     count = torch.zeros((), dtype=torch.float64, device=tr.info.device)
     for batch in build_val_loader(
