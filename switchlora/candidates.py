@@ -1,0 +1,124 @@
+"""Candidate sources: where the vectors that are switched in come from.
+
+"pool": a stored bank per factor per layer (rows are candidate vectors: pool_A [C, n],
+pool_B [C, m]). The host keeps which pool entry each position holds (`use`), a ring
+pointer for the sequential walk and, for the random choice, a numpy Generator owned by
+the controller. Per step: the outgoing trained vectors are written back into their slots
+(when enabled) BEFORE the incoming entries are chosen and read, so an entry released this
+step can come straight back (random choice: including to its own position).
+
+"seeded": no stored bank; the K incoming vectors for (layer, factor, step) are drawn from a
+torch.Generator keyed by (seed, layer, factor, step), with the pool's distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from switchlora.init import uniform
+from switchlora.seeding import CANDIDATE_STREAM, torch_generator
+
+FACTOR_A = 0
+"""Factor key of A rows in seeded draws."""
+
+FACTOR_B = 1
+"""Factor key of B columns in seeded draws."""
+
+
+@dataclass
+class PoolFactor:
+    """Pool of one factor of one layer: local rows and the host-side choice state."""
+
+    rows: torch.Tensor
+    """Local part of the pool, [C, local width]; on the compute device or in CPU memory."""
+
+    use: np.ndarray
+    """[r] int64: the pool entry held by each position of the factor."""
+
+    next: int
+    """Ring pointer of the sequential walk: the next entry handed out."""
+
+    @property
+    def size(self) -> int:
+        """C: number of pool entries."""
+        return self.rows.shape[0]
+
+
+def choose_entries(
+    factor: PoolFactor, positions: np.ndarray, mode: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Release the entries held at `positions` and choose new ones; returns (old, new).
+
+    sequential: the next k entries of the ring (next, next+1, ... mod C).
+    random: a uniform draw without replacement among entries no other position holds
+    (entries released by `positions` included), consuming `rng`.
+    Updates factor.use (and factor.next) in place.
+    """
+    k = len(positions)
+    old = factor.use[positions].copy()
+    c = factor.size
+    if mode == "sequential":
+        new = (factor.next + np.arange(k, dtype=np.int64)) % c
+        factor.next = int((factor.next + k) % c)
+    elif mode == "random":
+        busy = np.ones(len(factor.use), dtype=bool)
+        busy[positions] = False
+        free = np.setdiff1d(np.arange(c, dtype=np.int64), factor.use[busy])
+        new = rng.choice(free, size=k, replace=False).astype(np.int64)
+    else:
+        raise ValueError(f"unknown pool choice {mode!r}")
+    factor.use[positions] = new
+    return old, new
+
+
+def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+
+
+@torch.no_grad()
+def write_back(factor: PoolFactor, entries: np.ndarray, vectors: torch.Tensor) -> None:
+    """Store the outgoing vectors ([k, local width]) into pool entries `entries`."""
+    if len(entries) == 0:
+        return
+    rows = factor.rows
+    factor.rows.index_copy_(
+        0, _index(entries, rows.device), vectors.to(device=rows.device, dtype=rows.dtype)
+    )
+
+
+@torch.no_grad()
+def read_entries(
+    factor: PoolFactor, entries: np.ndarray, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The pool rows `entries` ([K, local width]) on `device` in `dtype`."""
+    rows = factor.rows
+    picked = rows.index_select(0, _index(entries, rows.device))
+    return picked.to(device=device, dtype=dtype, non_blocking=True)
+
+
+def place_pool(rows: torch.Tensor, device: torch.device, offload_cpu: bool) -> torch.Tensor:
+    """Move pool rows to the compute device, or to CPU (pinned when CUDA exists) for offload."""
+    if not offload_cpu:
+        return rows.to(device=device).contiguous()
+    rows = rows.to("cpu").contiguous()
+    if torch.cuda.is_available():
+        rows = rows.pin_memory()
+    return rows
+
+
+def seeded_candidates(
+    seed: int,
+    layer_index: int,
+    factor: int,
+    step: int,
+    slots: int,
+    length: int,
+    bound: float,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """[slots, length] incoming vectors of (layer, factor, step): U(-bound, bound), rank independent."""
+    generator = torch_generator(device, seed, CANDIDATE_STREAM, layer_index, factor, step)
+    return uniform(slots, length, bound, generator, device)

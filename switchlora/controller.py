@@ -1,0 +1,333 @@
+"""SwitchController: decides and applies the switches of every adapter layer, once per step.
+
+Call order in a training step: backward -> grad clip -> controller.step(t) ->
+optimizer.step() -> lr step -> zero_grad. All decisions come from numpy generators seeded
+from options.seed only, consumed in a fixed order, so every rank decides identically:
+
+- decision generator (seed, DECISION_STREAM): per step, per layer in dict order, exactly
+  one `random()` for the stochastic rounding of r / interval(t) (also for layers that cannot
+  switch). k = min(that, the spec's pointer cap, K_max).
+- choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer,
+  one `choice(free, k, replace=False)` for A, then one for B.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from switchlora import schedule
+from switchlora.candidates import (
+    FACTOR_A,
+    FACTOR_B,
+    choose_entries,
+    read_entries,
+    seeded_candidates,
+    write_back,
+)
+from switchlora.init import (
+    candidate_pools,
+    init_bounds,
+    layer_switchable,
+)
+from switchlora.kernel import kernels
+from switchlora.layer import AdapterLinear
+from switchlora.layer_state import LayerSwitchState
+from switchlora.layout import layer_layout
+from switchlora.optimizer import SwitchAdamW
+from switchlora.options import SwitchLoRAOptions
+from switchlora.seeding import (
+    CHOICE_STREAM,
+    DECISION_STREAM,
+    INIT_STREAM,
+    numpy_generator,
+    torch_generator,
+)
+from switchlora.sharding import gather_rows, local
+
+
+class SwitchController:
+    """Owns the switch state of all adapter layers and applies one switch step at a time."""
+
+    def __init__(
+        self,
+        layers: dict[str, AdapterLinear],
+        options: SwitchLoRAOptions,
+        total_steps: int,
+        optimizer: SwitchAdamW,
+        compile: bool = True,
+        generator_device: torch.device | str = "cpu",
+    ) -> None:
+        """`layers` as returned by convert_to_adapters (after sharding and init), in that order.
+
+        The optimizer must hold each lora_A in a "lora_A" group and each lora_B in a "lora_B"
+        group. `compile` wraps the switch kernel with torch.compile; `generator_device` is
+        where init pools and seeded candidates are drawn (CPU draws match on every machine).
+        With options.switching False the controller does nothing.
+        """
+        options.validate()
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.options = options
+        self.total_steps = total_steps
+        self.optimizer = optimizer
+        self.generator_device = torch.device(generator_device)
+        self.enabled = options.switching
+        self.slots = schedule.max_slots(options.rank, options.interval0)
+        self._switch_fn, self._freeze_fn = kernels(compile)
+        self.decision_rng = numpy_generator(options.seed, DECISION_STREAM)
+        self.choice_rng = numpy_generator(options.seed, CHOICE_STREAM)
+        self.last_step = -1
+        self.layers: list[LayerSwitchState] = []
+        for index, (name, layer) in enumerate(layers.items()):
+            if layer.rank != options.rank:
+                raise ValueError(f"{name}: rank {layer.rank} differs from options.rank")
+            for param, kind in ((layer.lora_A, "lora_A"), (layer.lora_B, "lora_B")):
+                if optimizer.kind_of(param) != kind:
+                    raise ValueError(f"{name}: its {kind} is not in a {kind!r} optimizer group")
+            lay = layer_layout(layer)
+            device = local(layer.lora_A).device
+            r = options.rank
+            self.layers.append(
+                LayerSwitchState(
+                    name=name,
+                    index=index,
+                    layer=layer,
+                    layout=lay,
+                    switchable=layer_switchable(lay.m, lay.n, r),
+                    frz_a=torch.zeros(r, dtype=torch.int32, device=device),
+                    frz_b=torch.zeros(r, dtype=torch.int32, device=device),
+                    p_a=0,
+                    p_b=r // 2,
+                    frz_host_a=np.zeros(r, np.int32),
+                    frz_host_b=np.zeros(r, np.int32),
+                )
+            )
+        self._initialized = options.candidate_source != "pool" or not self.enabled
+
+    # ------------------------------------------------------------------ setup
+    def init_state(self, pools: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+        """Attach the candidate pools (pool source); a no-op for the seeded source.
+
+        `pools` maps layer name -> {"pool_A": [C, n], "pool_B": [C, m]} FULL tensors, e.g. the
+        dicts returned by init_adapter_layer_full; layers not given are regenerated from
+        (options.seed, layer index), which reproduces exactly the same pools.
+        """
+        if self.options.candidate_source != "pool" or not self.enabled:
+            self._initialized = True
+            return
+        pools = pools or {}
+        for st in self.layers:
+            if not st.switchable:
+                continue
+            given = pools.get(st.name)
+            if given is not None:
+                pool_a, pool_b = given["pool_A"], given["pool_B"]
+            else:
+                lay = st.layout
+                generator = torch_generator(
+                    self.generator_device, self.options.seed, INIT_STREAM, st.index
+                )
+                pool_a, pool_b = candidate_pools(
+                    lay.m, lay.n, lay.r, self.options.init, generator, self.generator_device
+                )
+            st.attach_pools(pool_a, pool_b, self.options.pool_offload_cpu)
+        self._initialized = True
+
+    def _ensure_initialized(self) -> None:
+        if not self._initialized:
+            self.init_state()
+
+    # ------------------------------------------------------------------ step
+    def interval(self, t: int) -> float:
+        """The switch interval at step t."""
+        o = self.options
+        return schedule.interval(
+            t, o.interval0, o.descent_ratio, self.total_steps, o.fixed_interval
+        )
+
+    @torch.no_grad()
+    def step(self, t: int, force_k: int | None = None) -> dict[str, float]:
+        """Switch, freeze, reset and mask gradients for step t (after clipping, before optimizer.step).
+
+        `force_k` overrides the drawn count (still capped; the generator is consumed as usual):
+        for tests and tools. Returns host-side statistics (no device sync): vectors_switched
+        (A rows + B columns over all layers), interval, frozen_vectors (masked this step).
+        """
+        if not self.enabled:
+            return {"vectors_switched": 0.0, "interval": float("inf"), "frozen_vectors": 0.0}
+        self._ensure_initialized()
+        o = self.options
+        interval_t = self.interval(t)
+        schedule.check_interval(interval_t, o.freeze_steps)
+        expected = schedule.expected_switches(o.rank, interval_t)
+        switched = 0
+        frozen = 0
+        for st in self.layers:
+            k = schedule.stochastic_round(expected, self.decision_rng)
+            if force_k is not None:
+                k = force_k
+            if not st.switchable:
+                k = 0
+            f_a, f_b = st.frozen_counts()
+            k = max(0, min(k, schedule.switch_cap(st.p_a, st.p_b, f_a, f_b, o.rank), self.slots))
+            if k > 0:
+                self._switch_layer(st, k, t)
+            elif f_a + f_b > 0:
+                self._freeze_layer(st)
+            frozen += int((st.frz_host_a > 0).sum() + (st.frz_host_b > 0).sum())
+            np.subtract(st.frz_host_a, 1, out=st.frz_host_a)
+            np.maximum(st.frz_host_a, 0, out=st.frz_host_a)
+            np.subtract(st.frz_host_b, 1, out=st.frz_host_b)
+            np.maximum(st.frz_host_b, 0, out=st.frz_host_b)
+            switched += 2 * k
+        self.last_step = t
+        return {
+            "vectors_switched": float(switched),
+            "interval": float(interval_t),
+            "frozen_vectors": float(frozen),
+        }
+
+    def _grads(self, st: LayerSwitchState) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        grad_a, grad_b = st.layer.lora_A.grad, st.layer.lora_B.grad
+        return (
+            None if grad_a is None else local(grad_a),
+            None if grad_b is None else local(grad_b),
+        )
+
+    def _freeze_layer(self, st: LayerSwitchState) -> None:
+        grad_a, grad_b = self._grads(st)
+        self._freeze_fn(st.frz_a, st.frz_b, grad_a, grad_b, *st.layout.a_rows)
+
+    def _switch_layer(self, st: LayerSwitchState, k: int, t: int) -> None:
+        o, lay, slots, r = self.options, st.layout, self.slots, self.options.rank
+        offsets = np.arange(slots, dtype=np.int64)
+        idx_a = (st.p_a + offsets) % r
+        idx_b = (st.p_b + offsets) % r
+        st.p_a, st.p_b = (st.p_a + k) % r, (st.p_b + k) % r
+        st.frz_host_b[idx_a[:k]] = o.freeze_steps
+        st.frz_host_a[idx_b[:k]] = o.freeze_steps
+
+        layer = st.layer
+        a_param, b_param = layer.lora_A, layer.lora_B
+        w_loc, a_loc, b_loc = local(layer.base.weight), local(a_param), local(b_param)
+        device, dtype = a_loc.device, a_loc.dtype
+        idx_a_t = torch.from_numpy(idx_a).to(device)
+        idx_b_t = torch.from_numpy(idx_b).to(device)
+        active_t = torch.from_numpy(offsets < k).to(device)
+        idx_ab = torch.cat([idx_a_t, idx_b_t])
+
+        a_full = a_param.full_tensor() if lay.a_mode == "rows" else None
+        if a_full is not None:
+            a_sel = a_full.index_select(0, idx_ab)
+        else:
+            a_sel = a_loc.index_select(0, idx_ab)  # [2K, local columns]
+
+        if o.candidate_source == "pool":
+            assert st.pool_a is not None and st.pool_b is not None
+            old_a, new_a = choose_entries(st.pool_a, idx_a[:k], o.pool_choice, self.choice_rng)
+            old_b, new_b = choose_entries(st.pool_b, idx_b[:k], o.pool_choice, self.choice_rng)
+            if o.pool_write_back:
+                write_back(st.pool_a, old_a, a_sel[:k])
+                write_back(st.pool_b, old_b, b_loc.index_select(1, idx_b_t[:k]).t())
+            c_work = read_entries(st.pool_a, _pad(new_a, slots), device, dtype)
+            d_local = read_entries(st.pool_b, _pad(new_b, slots), device, dtype)
+            if lay.a_mode == "cols":
+                gathered = gather_rows(torch.cat([a_sel, c_work]), a_param)
+                a_rows, c_full = gathered[: 2 * slots], gathered[2 * slots :]
+            else:
+                a_rows, c_full = a_sel, c_work
+        else:
+            bound_a, bound_b = init_bounds(lay.m, lay.n, r, o.init)
+            gen_dev = self.generator_device
+            c_full = seeded_candidates(
+                o.seed, st.index, FACTOR_A, t, slots, lay.n, bound_a, gen_dev
+            ).to(device=device, dtype=dtype)
+            d_full = seeded_candidates(
+                o.seed, st.index, FACTOR_B, t, slots, lay.m, bound_b, gen_dev
+            )
+            d_local = d_full.narrow(1, *lay.m_rows).to(device=device, dtype=dtype)
+            if lay.a_mode == "cols":
+                a_rows = gather_rows(a_sel, a_param)
+                c_work = c_full.narrow(1, *lay.a_cols).contiguous()
+            else:
+                a_rows, c_work = a_sel, c_full
+
+        state_a = self.optimizer.state_for(a_param, "lora_A")
+        state_b = self.optimizer.state_for(b_param, "lora_B")
+        grad_a, grad_b = self._grads(st)
+        self._switch_fn(
+            w_loc,
+            a_full if a_full is not None else a_loc,
+            b_loc,
+            a_rows,
+            c_full,
+            c_work,
+            d_local,
+            idx_a_t,
+            idx_b_t,
+            active_t,
+            st.frz_a,
+            st.frz_b,
+            local(state_a["exp_avg"]),
+            local(state_a["exp_avg_sq"]),
+            state_a["step"],
+            local(state_b["exp_avg"]),
+            local(state_b["exp_avg_sq"]),
+            state_b["step"],
+            grad_a,
+            grad_b,
+            layer.scale,
+            o.freeze_steps,
+            *lay.a_rows,
+        )
+        if a_full is not None:
+            a_loc.copy_(a_full.narrow(0, *lay.a_rows))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Pointers, freeze counters, generator states, pool choice state and pools.
+
+        Pools are DTensors when the layers are sharded (so torch.distributed.checkpoint can
+        reshard them) and plain tensors single-process; they alias the live pools.
+        """
+        self._ensure_initialized()
+        return {
+            "last_step": self.last_step,
+            "decision_rng": self.decision_rng.bit_generator.state,
+            "choice_rng": self.choice_rng.bit_generator.state,
+            "layers": {st.name: st.state_dict() for st in self.layers},
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore a state_dict() so that the following steps decide exactly as before."""
+        self._ensure_initialized()
+        names = {st.name for st in self.layers}
+        if set(sd["layers"]) != names:
+            missing = sorted(names - set(sd["layers"]))
+            extra = sorted(set(sd["layers"]) - names)
+            raise ValueError(f"layer mismatch: missing {missing}, unexpected {extra}")
+        self.last_step = int(sd["last_step"])
+        self.decision_rng.bit_generator.state = sd["decision_rng"]
+        self.choice_rng.bit_generator.state = sd["choice_rng"]
+        for st in self.layers:
+            st.load_state_dict(sd["layers"][st.name])
+
+    def pool_bytes(self) -> int:
+        """Bytes of candidate pools held by this process (0 for the seeded source)."""
+        self._ensure_initialized()
+        total = 0
+        for st in self.layers:
+            for factor in (st.pool_a, st.pool_b):
+                if factor is not None:
+                    total += factor.rows.numel() * factor.rows.element_size()
+        return total
+
+
+def _pad(entries: np.ndarray, slots: int) -> np.ndarray:
+    """Pad chosen pool entries to the static slot count (padding rows are never used)."""
+    out = np.zeros(slots, dtype=np.int64)
+    out[: len(entries)] = entries
+    return out

@@ -1,0 +1,59 @@
+"""The adapter layer: y = W x + s * B (A x), with W frozen."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROLE_ATTR = "_switchlora_role"
+"""Attribute set on adapter parameters ("lora_A" / "lora_B") so placement_fn can see the role."""
+
+
+class AdapterLinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank product s * B @ A.
+
+    The forward holds no switching logic and no Python state that changes between steps:
+    switching edits the tensors in place between optimizer steps (see switchlora.kernel).
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, scale: float) -> None:
+        """Wrap `base` (reused, not copied) and create A [rank, in] and B [out, rank].
+
+        A and B are created on base.weight's device and dtype (meta works) and left
+        uninitialised: the caller fills them (switchlora.init / switchlora.materialize).
+        """
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"AdapterLinear wraps an nn.Linear, got {type(base).__name__}")
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, rank, **factory))
+        setattr(self.lora_A, ROLE_ATTR, "lora_A")
+        setattr(self.lora_B, ROLE_ATTR, "lora_B")
+        self.scale = float(scale)
+        self.rank = rank
+
+    @property
+    def in_features(self) -> int:
+        """n: the input width."""
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        """m: the output width."""
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """W x + s * B (A x)."""
+        return self.base(x) + self.scale * F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+    def extra_repr(self) -> str:
+        """Shapes and scale for print(model)."""
+        return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, scale={self.scale:g}"

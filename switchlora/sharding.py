@@ -1,0 +1,143 @@
+"""FSDP2 placement of adapter parameters and helpers to work on local shards.
+
+Shard layout (DESIGN.md): W [m, n] and B [m, r] are row-sharded (Shard(0)), so both hold
+the same rows of m. A [r, n] is column-sharded (Shard(1)) when n divides by the shard count;
+otherwise FSDP2 (which forbids uneven sharding on dim > 0) gets Shard(0) and the switch
+gathers the full A. On a 2-D (HSDP) mesh the last placement is the sharding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+from switchlora.layer import ROLE_ATTR
+
+
+def make_placement_fn(shard_size: int) -> Callable[[nn.Parameter], Shard | None]:
+    """A `shard_placement_fn` for fully_shard on a mesh whose shard dimension has shard_size ranks."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+
+    def placement(param: nn.Parameter) -> Shard | None:
+        if getattr(param, ROLE_ATTR, None) == "lora_A" and param.shape[1] % shard_size == 0:
+            return Shard(1)
+        return Shard(0)
+
+    return placement
+
+
+def placement_fn(param: nn.Parameter) -> Shard | None:
+    """shard_placement_fn for a 1-D mesh over the default process group (plain FSDP).
+
+    Shard(1) for lora_A when n % world_size == 0, else Shard(0); Shard(0) for all else.
+    For HSDP use make_placement_fn(size of the shard mesh dimension).
+    """
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return make_placement_fn(world)(param)
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """True for a DTensor (including nn.Parameter wrapping one)."""
+    return isinstance(tensor, DTensor)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor, or the tensor itself detached (shares storage)."""
+    if isinstance(tensor, DTensor):
+        return tensor._local_tensor.detach()
+    return tensor.detach()
+
+
+def shard_dim(tensor: torch.Tensor) -> int | None:
+    """The tensor dim split by the last mesh dimension, or None (plain or replicated)."""
+    if not isinstance(tensor, DTensor):
+        return None
+    placement = tensor.placements[-1]
+    return placement.dim if isinstance(placement, Shard) else None
+
+
+def local_offsets(tensor: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(local shape, global offset) of this rank's shard; the whole tensor when not a DTensor."""
+    if not isinstance(tensor, DTensor):
+        return tuple(tensor.shape), (0,) * tensor.dim()
+    shape, offset = compute_local_shape_and_global_offset(
+        tensor.shape, tensor.device_mesh, tensor.placements
+    )
+    return tuple(shape), tuple(offset)
+
+
+def local_range(tensor: torch.Tensor, dim: int) -> tuple[int, int]:
+    """(start, length) of this rank's shard along `dim` of the global tensor."""
+    shape, offset = local_offsets(tensor)
+    return offset[dim], shape[dim]
+
+
+def local_slice_of(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The part of `full` (global shape of `like`) that this rank holds of `like`."""
+    if tuple(full.shape) != tuple(like.shape):
+        raise ValueError(f"full tensor {tuple(full.shape)} does not match {tuple(like.shape)}")
+    shape, offset = local_offsets(like)
+    out = full
+    for dim, (start, length) in enumerate(zip(offset, shape)):
+        out = out.narrow(dim, start, length)
+    return out
+
+
+@torch.no_grad()
+def copy_full_(dst: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy this rank's shard of the full tensor into dst (DTensor or plain), in place."""
+    target = local(dst)
+    target.copy_(local_slice_of(full, dst).to(device=target.device, dtype=target.dtype))
+
+
+def gather_rows(local_rows: torch.Tensor, like: DTensor) -> torch.Tensor:
+    """Full rows [k, n] from the local columns [k, n_local] of a column-sharded `like` [r, n]."""
+    rows = local_rows.shape[0]
+    cols = like.shape[1]
+    spread = DTensor.from_local(
+        local_rows,
+        like.device_mesh,
+        like.placements,
+        run_check=False,
+        shape=torch.Size((rows, cols)),
+        stride=(cols, 1),
+    )
+    return spread.full_tensor()
+
+
+def as_sharded_like(
+    local_tensor: torch.Tensor, like: torch.Tensor, dim: int | None, global_shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Wrap a local tensor as a DTensor on like's mesh, sharded on `dim` (None: replicated).
+
+    Returns `local_tensor` unchanged when `like` is not a DTensor (single process).
+    """
+    if not isinstance(like, DTensor):
+        return local_tensor
+    last = Shard(dim) if dim is not None else Replicate()
+    placements = (*like.placements[:-1], last)
+    stride = torch.empty(global_shape, device="meta").stride()
+    return DTensor.from_local(
+        local_tensor,
+        like.device_mesh,
+        placements,
+        run_check=False,
+        shape=torch.Size(global_shape),
+        stride=stride,
+    )
+
+
+def sharded_range(length: int, like: torch.Tensor, dim: int | None) -> tuple[int, int]:
+    """(start, length) of this rank's chunk when a dimension of size `length` is sharded
+    like `like`'s last mesh dimension (torch.chunk semantics); the whole range for dim None."""
+    if dim is None or not isinstance(like, DTensor):
+        return 0, length
+    placements = (*like.placements[:-1], Shard(0))
+    shape, offset = compute_local_shape_and_global_offset((length,), like.device_mesh, placements)
+    return offset[0], shape[0]
