@@ -157,10 +157,17 @@ def _vector_update(
     if kind == "lora_A":
         start, length = local_range(p, 0)
         steps = steps.narrow(0, start, length)
-    bias_correction1 = 1 - torch.pow(beta1, steps)
-    bias_correction2 = 1 - torch.pow(beta2, steps)
+    bias_correction1 = _bias_correction(steps, beta1)
+    bias_correction2 = _bias_correction(steps, beta2)
     denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(group["eps"])
     param.sub_(exp_avg / denom * (group["lr"] / bias_correction1))
+
+
+def _bias_correction(steps: torch.Tensor, beta: float) -> torch.Tensor:
+    """1 - beta^t as -expm1(t ln beta): accurate to float32 rounding even for beta = 0.999."""
+    if beta == 0.0:
+        return torch.ones_like(steps)
+    return -torch.expm1(steps * math.log(beta))
 
 
 def param_groups(model: nn.Module, layers: dict[str, AdapterLinear]) -> list[dict[str, Any]]:

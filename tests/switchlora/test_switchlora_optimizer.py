@@ -1,0 +1,122 @@
+"""SwitchAdamW: dense groups equal torch.optim.AdamW; per-vector bias correction."""
+
+import copy
+
+import pytest
+import torch
+
+from switchlora import SwitchAdamW
+
+
+def _params(seed: int) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in [(5, 7), (7,), ()]]
+
+
+def _grads(step: int, params) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=g) * (step + 1) for p in params]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_dense_equals_torch_adamw(weight_decay):
+    ours, ref = _params(0), _params(0)
+    opt = SwitchAdamW(ours, lr=3e-3, weight_decay=weight_decay)
+    ref_opt = torch.optim.AdamW(ref, lr=3e-3, weight_decay=weight_decay, foreach=False)
+    for step in range(12):
+        for p, q, g in zip(ours, ref, _grads(step, ours)):
+            p.grad, q.grad = g.clone(), g.clone()
+        if step == 6:
+            for group, ref_group in zip(opt.param_groups, ref_opt.param_groups):
+                group["lr"] = ref_group["lr"] = 1e-3
+        opt.step()
+        ref_opt.step()
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for p, q in zip(ours, ref):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][key], ref_opt.state[q][key], rtol=0, atol=0)
+
+
+def test_per_vector_counts_and_reset():
+    a = torch.nn.Parameter(torch.zeros(4, 6))
+    b = torch.nn.Parameter(torch.zeros(6, 4))
+    opt = SwitchAdamW(
+        [{"params": [a], "kind": "lora_A"}, {"params": [b], "kind": "lora_B"}], lr=0.1
+    )
+    assert opt.state_for(a)["step"].shape == (4, 1)
+    assert opt.state_for(b)["step"].shape == (1, 4)
+    beta1, beta2 = 0.9, 0.999
+    for _ in range(5):
+        a.grad, b.grad = torch.ones(4, 6), torch.ones(6, 4)
+        opt.step()
+    # zero the state of A row 1 and B column 2 (what the switch does), then one more step
+    for key in ("exp_avg", "exp_avg_sq"):
+        opt.state[a][key][1] = 0
+        opt.state[b][key][:, 2] = 0
+    opt.state[a]["step"][1] = 0
+    opt.state[b]["step"][:, 2] = 0
+    before_a, before_b = a.detach().clone(), b.detach().clone()
+    a.grad, b.grad = torch.ones(4, 6), torch.ones(6, 4)
+    opt.step()
+    # fresh vectors: t = 1, m = (1-b1) g, v = (1-b2) g^2 -> update = lr * 1 / (1 + eps)
+    torch.testing.assert_close(before_a[1] - a[1], torch.full((6,), 0.1), rtol=1e-5, atol=0)
+    torch.testing.assert_close(before_b[:, 2] - b[:, 2], torch.full((6,), 0.1), rtol=1e-5, atol=0)
+    assert opt.state[a]["step"].flatten().tolist() == [6, 1, 6, 6]
+    assert opt.state[b]["step"].flatten().tolist() == [6, 6, 1, 6]
+    # other rows: constant gradient -> m_hat = v_hat = 1 -> update = lr / (1 + eps)
+    torch.testing.assert_close(before_a[0] - a[0], torch.full((6,), 0.1), rtol=1e-5, atol=0)
+    del beta1, beta2
+
+
+def test_per_vector_equals_adamw_without_resets():
+    a, ref = _params(1)[0], _params(1)[0]
+    opt = SwitchAdamW([{"params": [a], "kind": "lora_A"}], lr=1e-2)
+    ref_opt = torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.0, foreach=False)
+    for step in range(8):
+        g = _grads(step, [a])[0]
+        a.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    torch.testing.assert_close(a, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_state_dict_round_trip():
+    def make():
+        params = _params(2)
+        opt = SwitchAdamW(
+            [{"params": params[:1], "kind": "lora_A"}, {"params": params[1:], "lr": 5e-3}], lr=1e-2
+        )
+        return params, opt
+
+    params, opt = make()
+    for step in range(3):
+        for p, g in zip(params, _grads(step, params)):
+            p.grad = g
+        opt.step()
+    opt.state[params[0]]["step"][2] = 0
+    saved = copy.deepcopy(opt.state_dict())  # state_dict() aliases the live state tensors
+    params2, opt2 = make()
+    with torch.no_grad():
+        for p, q in zip(params2, params):
+            p.copy_(q)
+    opt2.load_state_dict(saved)
+    assert opt2.param_groups[0]["kind"] == "lora_A" and opt2.param_groups[1]["lr"] == 5e-3
+    for step in range(3, 6):
+        for p, q, g in zip(params, params2, _grads(step, params)):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt2.step()
+    for p, q in zip(params, params2):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert opt2.state[params2[0]]["step"].dtype == torch.float32
+
+
+def test_errors():
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="kind"):
+        SwitchAdamW([{"params": [p], "kind": "lora_C"}])
+    with pytest.raises(ValueError, match="2-D"):
+        SwitchAdamW([{"params": [p], "kind": "lora_A"}])
+    with pytest.raises(ValueError, match="lr"):
+        SwitchAdamW([p], lr=-1.0)

@@ -1,0 +1,75 @@
+"""Switch schedule (spec section 3) and option validation."""
+
+import numpy as np
+import pytest
+
+from switchlora import SwitchLoRAOptions
+from switchlora import schedule
+
+STEPS = [0, 1000, 2000, 4000, 8000, 12000, 20000]
+INTERVALS = [40, 54, 73, 133, 445, 1482, 16466]
+VECTORS = [6.40, 4.74, 3.50, 1.92, 0.58, 0.17, 0.016]
+
+
+def test_spec_table():
+    for t, want_interval, want_vectors in zip(STEPS, INTERVALS, VECTORS):
+        got = schedule.interval(t, 40, 0.1, 40_000)
+        assert round(got) == want_interval
+        vectors = schedule.expected_switches(256, got)
+        assert vectors == pytest.approx(want_vectors, abs=0.006 if want_vectors > 0.1 else 5e-4)
+
+
+def test_fixed_interval_and_floor():
+    assert schedule.interval(12345, 40, 0.1, 40_000, fixed=True) == 40
+    assert schedule.interval(10**9, 40, 0.1, 1000) == pytest.approx(40 / schedule.MIN_RATE)
+
+
+def test_stochastic_round_mean_and_draw_count():
+    rng = np.random.default_rng(0)
+    draws = [schedule.stochastic_round(2.3, rng) for _ in range(20_000)]
+    assert set(draws) == {2, 3}
+    assert np.mean(draws) == pytest.approx(2.3, abs=0.02)
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    schedule.stochastic_round(4.0, a)  # integer input still consumes one draw
+    b.random()
+    assert a.random() == b.random()
+
+
+def test_slots_cap_and_guard():
+    assert schedule.max_slots(256, 40) == 7
+    assert schedule.max_slots(8, 2) == 4
+    assert schedule.max_slots(8, 1) == 4  # never more than r // 2
+    assert schedule.switch_cap(0, 4, 0, 0, 8) == 4
+    assert schedule.switch_cap(3, 7, 1, 2, 8) == min((3 - 1 - 7) % 8, (7 - 2 - 3) % 8)
+    with pytest.raises(ValueError, match="below 2"):
+        schedule.check_interval(9.5, 5)
+    schedule.check_interval(10.0, 5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rank", 0),
+        ("alpha", 0.0),
+        ("target_modules", ()),
+        ("interval0", 8.0),  # < 2 * freeze_steps (5)
+        ("descent_ratio", 0.0),
+        ("freeze_steps", -1),
+        ("candidate_source", "disk"),
+        ("pool_choice", "greedy"),
+        ("init", "xavier"),
+        ("seed", -2),
+    ],
+)
+def test_options_validation_names_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        SwitchLoRAOptions(**{field: value}).validate()
+
+
+def test_options_defaults():
+    opts = SwitchLoRAOptions()
+    opts.validate()
+    assert (opts.rank, opts.interval0, opts.descent_ratio, opts.freeze_steps) == (128, 40, 0.1, 5)
+    assert opts.scale == pytest.approx(1 / 128)
+    assert opts.candidate_source == "pool" and opts.pool_choice == "sequential"
+    SwitchLoRAOptions(interval0=8.0, switching=False).validate()  # guard only when switching
