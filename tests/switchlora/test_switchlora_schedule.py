@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from switchlora import SwitchLoRAOptions
-from switchlora import schedule
+from switchlora import SwitchLoRAOptions, schedule
 
 STEPS = [0, 1000, 2000, 4000, 8000, 12000, 20000]
 INTERVALS = [40, 54, 73, 133, 445, 1482, 16466]
