@@ -131,9 +131,11 @@ def init_model_(model: nn.Module, layers: dict[str, AdapterLinear], opts: Switch
     )
 
 
-def make_optimizer(model: nn.Module, layers: dict[str, AdapterLinear], lr: float = 1e-2):
+def make_optimizer(
+    model: nn.Module, layers: dict[str, AdapterLinear], lr: float = 1e-2, eps: float = 1e-8
+):
     """SwitchAdamW over the lora_A / lora_B / dense groups."""
-    return SwitchAdamW(param_groups(model, layers), lr=lr)
+    return SwitchAdamW(param_groups(model, layers), lr=lr, eps=eps)
 
 
 def batch(step: int, size: int = 4, seq: int = 12) -> torch.Tensor:
