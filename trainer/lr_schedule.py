@@ -40,3 +40,30 @@ def build_scheduler(
         optimizer,
         lambda step: warmup_decay_factor(step, warmup_steps, total_steps, decay, min_lr_ratio),
     )
+
+
+def restart_warmup_factor(
+    step: int,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str,
+    min_lr_ratio: float,
+    restart_every: int,
+    restart_warmup_steps: int,
+) -> float:
+    """ReLoRA's jagged schedule: :func:`warmup_decay_factor` with a re-warm-up after each restart.
+
+    Restarts begin at steps ``restart_every``, ``2 * restart_every``, ... (0-based index of
+    the step about to be taken). For ``restart_warmup_steps`` steps after each one the factor
+    climbs linearly, (i + 1) / restart_warmup_steps, to the envelope's value at the end of the
+    re-warm-up, which it then follows again.
+    """
+    envelope = warmup_decay_factor(step, warmup_steps, total_steps, decay, min_lr_ratio)
+    if restart_every <= 0 or restart_warmup_steps <= 0 or step < restart_every:
+        return envelope
+    since = step % restart_every
+    if since >= restart_warmup_steps:
+        return envelope
+    end = step - since + restart_warmup_steps - 1
+    target = warmup_decay_factor(end, warmup_steps, total_steps, decay, min_lr_ratio)
+    return (since + 1) / restart_warmup_steps * target
