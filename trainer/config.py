@@ -163,7 +163,7 @@ class Precision:
 
 @dataclass
 class Method:
-    name: Literal["full", "lora", "switchlora"] = "full"
+    name: Literal["full", "lora", "switchlora", "relora", "galore"] = "full"
     """Training method for the attention and MLP projections."""
     rank: int = 128
     """Adapter rank r."""
@@ -200,6 +200,34 @@ class Method:
 
 
 @dataclass
+class ReLoRA:
+    """ReLoRA (method.name = "relora"): LoRA adapters (A kaiming-uniform, B = 0) on
+    method.target_modules with rank method.rank, merged into W and restarted on an interval."""
+
+    reset_interval: int = 5000
+    """Optimizer steps between resets: W += s*B*A, A re-drawn, B = 0, adapter moments pruned, LR re-warmed."""
+    restart_warmup_steps: int = 100
+    """Steps of the linear LR re-warm-up after each reset, from 0 back to the decay envelope."""
+    alpha: float = 32.0
+    """Adapter scale numerator: s = alpha / method.rank (ReLoRA's default; method.alpha is for lora/switchlora)."""
+    prune: Literal["random", "magnitude"] = "random"
+    """How the adapters' Adam moments are pruned at a reset: random entries, or the smallest magnitudes per tensor."""
+    prune_ratio: float = 0.999
+    """Fraction of each adapter moment tensor zeroed at a reset (0.999 keeps 0.1 %; 1.0 clears them)."""
+
+
+@dataclass
+class GaLore:
+    """GaLore (method.name = "galore"): full-rank training; AdamW moments of method.target_modules
+    weights live in a rank-method.rank projection of the gradient."""
+
+    update_interval: int = 200
+    """Steps between projector refreshes from the current gradient's singular vectors (the first at step 0)."""
+    scale: float = 0.25
+    """alpha: the projected-back update of a projected weight is multiplied by this."""
+
+
+@dataclass
 class JobConfig:
     """Every setting of a training run."""
 
@@ -215,6 +243,8 @@ class JobConfig:
     compile: Compile = field(default_factory=Compile)
     precision: Precision = field(default_factory=Precision)
     method: Method = field(default_factory=Method)
+    relora: ReLoRA = field(default_factory=ReLoRA)
+    galore: GaLore = field(default_factory=GaLore)
 
 
 # --------------------------------------------------------------------------- TOML loading
