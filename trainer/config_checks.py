@@ -65,6 +65,34 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             )
         if m.descent_ratio <= 0:
             raise ConfigError(f"method.descent_ratio: must be positive, got {m.descent_ratio}")
+    _check_baselines(cfg)
+
+
+def _check_baselines(cfg: JobConfig) -> None:
+    """ReLoRA and GaLore settings (only checked when the method is used)."""
+    if cfg.method.name == "relora":
+        r = cfg.relora
+        if r.reset_interval < 1:
+            raise ConfigError(f"relora.reset_interval: must be positive, got {r.reset_interval}")
+        if not 0 <= r.restart_warmup_steps < r.reset_interval:
+            raise ConfigError(
+                f"relora.restart_warmup_steps: must be in [0, relora.reset_interval), "
+                f"got {r.restart_warmup_steps}"
+            )
+        if r.alpha <= 0:
+            raise ConfigError(f"relora.alpha: must be positive, got {r.alpha}")
+        if not 0.0 <= r.prune_ratio <= 1.0:
+            raise ConfigError(f"relora.prune_ratio: must be in [0, 1], got {r.prune_ratio}")
+        if cfg.method.alpha != 1.0:
+            raise ConfigError(
+                "method.alpha: not used by relora (its scale is relora.alpha / method.rank)"
+            )
+    if cfg.method.name == "galore":
+        g = cfg.galore
+        if g.update_interval < 1:
+            raise ConfigError(f"galore.update_interval: must be positive, got {g.update_interval}")
+        if g.scale <= 0:
+            raise ConfigError(f"galore.scale: must be positive, got {g.scale}")
 
 
 def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int) -> None:
