@@ -28,6 +28,10 @@ class MethodRuntime:
     """Called after clipping and before ``optimizer.step()``; returns TensorBoard scalars."""
     stateful: dict[str, Any] = field(default_factory=dict)
     """Extra objects with state_dict()/load_state_dict() to checkpoint (e.g. the switch controller)."""
+    after_optimizer_step: Callable[[int], Any] = lambda step: None
+    """Called right after ``optimizer.step()`` with the same step (ReLoRA: merge and reset)."""
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    """The method's own LR schedule (ReLoRA's jagged cosine); None: the [lr_schedule] section's."""
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -39,8 +43,12 @@ def prepare_model(model: Llama, cfg: JobConfig) -> Callable | None:
 
     Returns the FSDP2 ``shard_placement_fn`` the method needs (None = default Shard(0)).
     """
-    if cfg.method.name == "full":
+    if cfg.method.name in ("full", "galore"):
         return None
+    if cfg.method.name == "relora":
+        from trainer.baselines import prepare_relora
+
+        return prepare_relora(model, cfg)
     from trainer.adapters import convert_model
 
     return convert_model(model, cfg)
@@ -49,7 +57,12 @@ def prepare_model(model: Llama, cfg: JobConfig) -> Callable | None:
 @torch.no_grad()
 def init_method_weights(model: Llama, cfg: JobConfig) -> None:
     """Initialise what :func:`trainer.model.init.init_dense_weights` skipped (adapter layers)."""
-    if cfg.method.name == "full":
+    if cfg.method.name in ("full", "galore"):
+        return
+    if cfg.method.name == "relora":
+        from trainer.baselines import init_relora
+
+        init_relora(model, cfg)
         return
     from trainer.adapters import init_adapters
 
@@ -61,6 +74,14 @@ def build_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> MethodR
         return MethodRuntime(
             optimizer=build_adamw(trainable_parameters(model), cfg.optimizer, device)
         )
+    if cfg.method.name == "relora":
+        from trainer.baselines import build_relora_runtime
+
+        return build_relora_runtime(model, cfg, device)
+    if cfg.method.name == "galore":
+        from trainer.baselines import build_galore_runtime
+
+        return build_galore_runtime(model, cfg)
     from trainer.adapters import build_adapter_runtime
 
     return build_adapter_runtime(model, cfg, device)

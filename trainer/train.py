@@ -125,7 +125,7 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
     init_dense_weights(model, cfg.job.seed, cfg.model.init_std)
     init_method_weights(model, cfg)
     method = build_runtime(model, cfg, info.device)
-    scheduler = build_scheduler(
+    scheduler = method.scheduler or build_scheduler(
         method.optimizer,
         cfg.lr_schedule.warmup_steps,
         t.steps,
@@ -181,6 +181,7 @@ def train_step(
     grad_norm = clip_grad_norm(params, tr.cfg.training.max_norm)
     hook_metrics = tr.method.before_optimizer_step(tr.step)
     tr.method.optimizer.step()
+    tr.method.after_optimizer_step(tr.step)
     tr.scheduler.step()
     tr.method.optimizer.zero_grad(set_to_none=True)
     tr.step += 1

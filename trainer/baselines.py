@@ -1,0 +1,152 @@
+"""ReLoRA and GaLore in the training loop: model preparation, initialisation and runtime.
+
+ReLoRA: target projections become adapter layers (switchlora.AdapterLinear) with A
+kaiming-uniform, B = 0 and s = relora.alpha / method.rank; the base weight gets the plain
+LLaMA init (the same tensor the full-rank model would get), so step 0 equals full-rank.
+A :class:`switchlora.relora.ReLoRAController` resets after every ``relora.reset_interval``-th
+optimizer step (merge, re-draw, prune), and the LR follows the jagged schedule of
+:func:`trainer.lr_schedule.restart_warmup_factor`.
+
+GaLore: the model stays dense; :class:`switchlora.galore.GaLoreAdamW` projects the moments
+of the target projections' weights (rank method.rank) and trains everything else with the
+same AdamW unprojected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from switchlora.convert import convert_to_adapters
+from switchlora.galore import GaLoreAdamW, refresh_count
+from switchlora.layer import AdapterLinear
+from switchlora.materialize import initialize_adapters_
+from switchlora.relora import ReLoRAController, ReLoRAOptions, relora_options
+from switchlora.sharding import make_placement_fn
+from trainer.config import JobConfig
+from trainer.lr_schedule import restart_warmup_factor
+from trainer.methods import MethodRuntime
+from trainer.model.init import keyed_generator
+from trainer.model.llama import Llama
+from trainer.optim import build_adamw
+
+
+def _shard_degree(cfg: JobConfig) -> int:
+    """Ranks of the FSDP shard mesh dimension (1 without a process group)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if cfg.parallel.dp_shard > 0:
+        return cfg.parallel.dp_shard
+    return world // cfg.parallel.dp_replicate
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
+    """The model's adapter layers by module path, in conversion (named_modules) order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
+
+
+def prepare_relora(model: Llama, cfg: JobConfig) -> Callable:
+    """Swap the target projections for adapter layers; returns the FSDP2 placement function."""
+    options = relora_options(
+        cfg.method.rank, cfg.relora.alpha, cfg.method.target_modules, cfg.job.seed
+    )
+    convert_to_adapters(model, options)
+    return make_placement_fn(_shard_degree(cfg))
+
+
+@torch.no_grad()
+def init_relora(model: Llama, cfg: JobConfig) -> None:
+    """W: the full-rank model's init of ``<path>.weight``; A kaiming-uniform; B = 0."""
+    options = relora_options(
+        cfg.method.rank, cfg.relora.alpha, cfg.method.target_modules, cfg.job.seed
+    )
+
+    def w_init(name: str, layer: AdapterLinear) -> torch.Tensor:
+        weight = layer.base.weight
+        device = (weight.to_local() if hasattr(weight, "to_local") else weight).device
+        gen = keyed_generator(cfg.job.seed, f"{name}.weight", device)
+        full = torch.empty(tuple(weight.shape), device=device)
+        return full.normal_(0.0, cfg.model.init_std, generator=gen)
+
+    initialize_adapters_(adapter_layers(model), options, w_init)
+
+
+def relora_lr_factor(cfg: JobConfig) -> Callable[[int], float]:
+    """The jagged LR multiplier: lr_schedule's envelope, re-warmed after every reset."""
+    s = cfg.lr_schedule
+
+    def factor(step: int) -> float:
+        return restart_warmup_factor(
+            step,
+            s.warmup_steps,
+            cfg.training.steps,
+            s.decay,
+            s.min_lr_ratio,
+            cfg.relora.reset_interval,
+            cfg.relora.restart_warmup_steps,
+        )
+
+    return factor
+
+
+def build_relora_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> MethodRuntime:
+    """AdamW over the trainable parameters, the reset controller and the jagged schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_adamw(params, cfg.optimizer, device)
+    options = ReLoRAOptions(
+        reset_interval=cfg.relora.reset_interval,
+        prune=cfg.relora.prune,
+        prune_ratio=cfg.relora.prune_ratio,
+        seed=cfg.job.seed,
+    )
+    controller = ReLoRAController(adapter_layers(model), optimizer, options)
+    return MethodRuntime(
+        optimizer=optimizer,
+        before_optimizer_step=lambda step: {"relora/resets": float(controller.resets)},
+        after_optimizer_step=controller.after_step,
+        stateful={"relora": controller},
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, relora_lr_factor(cfg)),
+    )
+
+
+def galore_param_groups(model: nn.Module, cfg: JobConfig) -> list[dict]:
+    """A projected group (the target projections' weights) and a plain group (the rest)."""
+    targets = set(cfg.method.target_modules)
+    projected: list[nn.Parameter] = []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Linear) and path.rpartition(".")[2] in targets:
+            projected.append(module.weight)
+    if not projected:
+        raise ValueError(f"galore: no nn.Linear named one of {sorted(targets)} in the model")
+    chosen = {id(p) for p in projected}
+    plain = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    groups = [
+        {
+            "params": projected,
+            "rank": cfg.method.rank,
+            "update_interval": cfg.galore.update_interval,
+            "scale": cfg.galore.scale,
+        },
+        {"params": plain},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_galore_runtime(model: Llama, cfg: JobConfig) -> MethodRuntime:
+    """GaLoreAdamW over every trainable parameter; reports the projector refresh count."""
+    o = cfg.optimizer
+    optimizer = GaLoreAdamW(
+        galore_param_groups(model, cfg),
+        lr=o.lr,
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+    )
+    interval = cfg.galore.update_interval
+
+    def metrics(step: int) -> dict[str, float]:
+        return {"galore/projector_updates": float(refresh_count(step + 1, interval))}
+
+    return MethodRuntime(optimizer=optimizer, before_optimizer_step=metrics)
