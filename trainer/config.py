@@ -134,11 +134,19 @@ class Parallel:
 @dataclass
 class Checkpoint:
     enable: bool = False
-    """Save distributed checkpoints under <dump_folder>/checkpoints/."""
+    """Save distributed checkpoints under <dump_folder>/checkpoints/step-<N>/ and, on start, resume from the newest complete one there."""
     interval: int = 500
     """Save every this many steps (and at the end)."""
     keep_latest: int = 2
     """How many complete checkpoints to keep; older ones are deleted after a newer one is complete."""
+    async_mode: Literal["disabled", "async"] = "disabled"
+    """'async': stage the state in CPU memory, write it from a background thread and wait for the staging before the next step."""
+    load_step: int = 0
+    """Resume from checkpoints/step-<load_step> instead of the newest complete checkpoint (0 = newest)."""
+    initial_load_path: str = ""
+    """A checkpoint folder (step-<N>) of another run to start from when this dump folder has none yet."""
+    initial_load_model_only: bool = True
+    """With initial_load_path: load only the model weights (the step, optimizer, schedule and data start fresh)."""
 
 
 @dataclass
