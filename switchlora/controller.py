@@ -32,7 +32,7 @@ from switchlora.init import (
     init_bounds,
     layer_switchable,
 )
-from switchlora.kernel import kernels
+from switchlora.kernel import switch_kernel
 from switchlora.layer import AdapterLinear
 from switchlora.layer_state import LayerSwitchState
 from switchlora.layout import layer_layout
@@ -76,7 +76,7 @@ class SwitchController:
         self.generator_device = torch.device(generator_device)
         self.enabled = options.switching
         self.slots = schedule.max_slots(options.rank, options.interval0)
-        self._switch_fn, self._freeze_fn = kernels(compile)
+        self._switch_fn = switch_kernel(compile)
         self.decision_rng = numpy_generator(options.seed, DECISION_STREAM)
         self.choice_rng = numpy_generator(options.seed, CHOICE_STREAM)
         self.last_step = -1
@@ -173,10 +173,10 @@ class SwitchController:
                 k = 0
             f_a, f_b = st.frozen_counts()
             k = max(0, min(k, schedule.switch_cap(st.p_a, st.p_b, f_a, f_b, o.rank), self.slots))
-            if k > 0:
+            if k > 0 or f_a + f_b > 0:
+                # k = 0 with frozen vectors: the same kernel, all slots inactive, still masks
+                # gradients and counts the freezes down (one graph per layer signature).
                 self._switch_layer(st, k, t)
-            elif f_a + f_b > 0:
-                self._freeze_layer(st)
             frozen += int((st.frz_host_a > 0).sum() + (st.frz_host_b > 0).sum())
             np.subtract(st.frz_host_a, 1, out=st.frz_host_a)
             np.maximum(st.frz_host_a, 0, out=st.frz_host_a)
@@ -196,10 +196,6 @@ class SwitchController:
             None if grad_a is None else local(grad_a),
             None if grad_b is None else local(grad_b),
         )
-
-    def _freeze_layer(self, st: LayerSwitchState) -> None:
-        grad_a, grad_b = self._grads(st)
-        self._freeze_fn(st.frz_a, st.frz_b, grad_a, grad_b, *st.layout.a_rows)
 
     def _switch_layer(self, st: LayerSwitchState, k: int, t: int) -> None:
         o, lay, slots, r = self.options, st.layout, self.slots, self.options.rank
@@ -227,9 +223,11 @@ class SwitchController:
 
         if o.candidate_source == "pool":
             assert st.pool_a is not None and st.pool_b is not None
-            old_a, new_a = choose_entries(st.pool_a, idx_a[:k], o.pool_choice, self.choice_rng)
-            old_b, new_b = choose_entries(st.pool_b, idx_b[:k], o.pool_choice, self.choice_rng)
-            if o.pool_write_back:
+            new_a = new_b = np.zeros(0, dtype=np.int64)
+            if k > 0:
+                old_a, new_a = choose_entries(st.pool_a, idx_a[:k], o.pool_choice, self.choice_rng)
+                old_b, new_b = choose_entries(st.pool_b, idx_b[:k], o.pool_choice, self.choice_rng)
+            if k > 0 and o.pool_write_back:
                 write_back(st.pool_a, old_a, a_sel[:k])
                 write_back(st.pool_b, old_b, b_loc.index_select(1, idx_b_t[:k]).t())
             c_work = read_entries(st.pool_a, _pad(new_a, slots), device, dtype)
@@ -283,7 +281,7 @@ class SwitchController:
             o.freeze_steps,
             *lay.a_rows,
         )
-        if a_full is not None:
+        if a_full is not None and k > 0:
             a_loc.copy_(a_full.narrow(0, *lay.a_rows))
 
     # ------------------------------------------------------------------ state

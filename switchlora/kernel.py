@@ -35,18 +35,6 @@ def _mask_and_decrement(
     frz_b.copy_((frz_b - 1).clamp_(min=0))
 
 
-def freeze_step(
-    frz_a: torch.Tensor,
-    frz_b: torch.Tensor,
-    grad_a: torch.Tensor | None,
-    grad_b: torch.Tensor | None,
-    a_row_start: int,
-    a_row_len: int,
-) -> None:
-    """The step of a layer that switches nothing: only mask and decrement."""
-    _mask_and_decrement(frz_a, frz_b, grad_a, grad_b, a_row_start, a_row_len)
-
-
 def switch_step(
     w: torch.Tensor,
     a: torch.Tensor,
@@ -116,12 +104,15 @@ def switch_step(
 _COMPILED: dict[str, Callable[..., None]] = {}
 
 
-def kernels(compile: bool) -> tuple[Callable[..., None], Callable[..., None]]:
-    """(switch_step, freeze_step), wrapped once per process with
-    torch.compile(fullgraph=True, dynamic=False) when `compile`, else the eager functions."""
+def switch_kernel(compile: bool) -> Callable[..., None]:
+    """switch_step, wrapped once per process with torch.compile(fullgraph=True,
+    dynamic=False) when `compile`, else the eager function.
+
+    One graph per distinct layer signature (local shapes, layout); a step with k = 0 runs
+    the same graph with every slot inactive, so no other graph is ever needed.
+    """
     if not compile:
-        return switch_step, freeze_step
-    if not _COMPILED:
+        return switch_step
+    if "switch" not in _COMPILED:
         _COMPILED["switch"] = torch.compile(switch_step, fullgraph=True, dynamic=False)
-        _COMPILED["freeze"] = torch.compile(freeze_step, fullgraph=True, dynamic=False)
-    return _COMPILED["switch"], _COMPILED["freeze"]
+    return _COMPILED["switch"]
