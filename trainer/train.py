@@ -7,6 +7,7 @@ backward) -> global gradient-norm clip -> method hook (SwitchLoRA: switch, freez
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from parallel.activation_checkpoint import apply_activation_checkpointing
 from parallel.compile import apply_compile
 from parallel.distributed import DistInfo, init_distributed, shutdown
 from parallel.fsdp import apply_fsdp, mixed_precision_policy
+from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, to_toml
 from trainer.config_checks import check_config, check_model_args
 from trainer.data.loader import DataBundle, build_data, build_val_loader
@@ -218,17 +220,23 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     peak = peak_flops(info.device)
     flops_per_token = tr.model_args.flops_per_token(t.seq_len)
 
-    initial_val = evaluate(tr)
-    logger.line(f"step 0 | val loss {initial_val:.4f} | val ppl {math.exp(initial_val):.2f}")
-    logger.scalars(0, {"val/loss": initial_val, "val/ppl": math.exp(initial_val)})
-    result = TrainResult(steps=t.steps, initial_val_loss=initial_val, final_val_loss=initial_val)
-    result.val_losses[0] = initial_val
+    ckpt = CheckpointManager(cfg, info, dump, logger.line)
+    restored = ckpt.load(tr)  # resume (or a full initial load): the progress so far
+    if restored is not None:
+        result = TrainResult(**{**restored, "steps": t.steps})
+    else:
+        initial_val = evaluate(tr)
+        logger.line(f"step 0 | val loss {initial_val:.4f} | val ppl {math.exp(initial_val):.2f}")
+        logger.scalars(0, {"val/loss": initial_val, "val/ppl": math.exp(initial_val)})
+        result = TrainResult(t.steps, initial_val_loss=initial_val, final_val_loss=initial_val)
+        result.val_losses[0] = initial_val
 
     train_iter = iter(tr.data.train)
     window_start = time.perf_counter()
     window_steps = 0
     pending_loss = torch.zeros((), device=info.device)
     while tr.step < t.steps:
+        ckpt.wait_for_staging()
         batches = [next(train_iter) for _ in range(tr.grad_accum)]
         loss_sum, grad_norm, hook_metrics = train_step(tr, batches)
         window_steps += 1
@@ -266,6 +274,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             logger.scalars(tr.step, {"val/loss": val, "val/ppl": math.exp(val)})
             logger.line(f"step {tr.step} | val loss {val:.4f} | val ppl {math.exp(val):.2f}")
             window_start = time.perf_counter()
+        ckpt.maybe_save(tr, dataclasses.asdict(result), last)
 
     logger.line(
         f"final | {cfg.job.name} | step {tr.step} | val loss {result.final_val_loss:.4f} | "
@@ -284,4 +293,5 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             "trainable_params": n_trainable,
         }
         (dump / "summary.json").write_text(json.dumps(summary, indent=2))
+    ckpt.close()
     return result

@@ -1,0 +1,79 @@
+"""Reading a DCP checkpoint's index and single tensors from it, without loading the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+
+from trainer.checkpoint.errors import CheckpointError
+
+MODEL_PREFIX = "model."
+"""Prefix of the model's parameters in the saved state (then the model's own FQN)."""
+
+
+def read_metadata(folder: Path) -> Metadata:
+    """DCP's index of ``folder``; a :class:`CheckpointError` when it cannot be read."""
+    try:
+        return FileSystemReader(str(folder)).read_metadata()
+    except Exception as exc:  # unpickling a damaged file raises many different types
+        raise CheckpointError(
+            f"checkpoint {folder} is corrupt: cannot read its DCP index .metadata "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def tensor_entries(
+    metadata: Metadata, prefix: str = MODEL_PREFIX
+) -> dict[str, TensorStorageMetadata]:
+    """Saved tensors whose key starts with ``prefix``, keyed without the prefix."""
+    return {
+        key[len(prefix) :]: meta
+        for key, meta in metadata.state_dict_metadata.items()
+        if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+
+
+def saved_shapes(metadata: Metadata, prefix: str = MODEL_PREFIX) -> dict[str, tuple[int, ...]]:
+    """Global shape of every saved tensor under ``prefix`` (keys without the prefix)."""
+    return {k: tuple(m.size) for k, m in tensor_entries(metadata, prefix).items()}
+
+
+def load_into(folder: Path, tensors: dict[str, torch.Tensor], no_dist: bool = True) -> None:
+    """Fill ``tensors`` (full keys, plain or DTensor targets) from the checkpoint in place.
+
+    Only the requested entries are read. With ``no_dist`` the caller's process reads alone,
+    whatever the number of processes that wrote the checkpoint.
+    """
+    try:
+        dcp.load(tensors, checkpoint_id=str(folder), no_dist=no_dist)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {folder} is corrupt or incomplete: reading "
+            f"{', '.join(list(tensors)[:3])}{'...' if len(tensors) > 3 else ''} failed "
+            f"({first_line(exc)})"
+        ) from None
+
+
+def read_tensor(folder: Path, key: str, meta: TensorStorageMetadata) -> torch.Tensor:
+    """One saved tensor (full key) as a plain CPU tensor of its saved dtype."""
+    out = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    load_into(folder, {key: out})
+    return out
+
+
+def first_line(exc: BaseException) -> str:
+    """A one-line description of an exception (DCP wraps per-rank failures in long text)."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict) and failures:
+        inner = next(iter(failures.values()))
+        exc = (
+            getattr(inner, "exc", inner)
+            if isinstance(getattr(inner, "exc", inner), BaseException)
+            else exc
+        )
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]

@@ -1,0 +1,285 @@
+"""CheckpointManager: resume or seed-load at the start, save on an interval, keep the latest k.
+
+Used by ``trainer.train`` in four places: ``load`` after the trainer is built,
+``wait_for_staging`` before each step, ``maybe_save`` after each step, ``close`` at the end.
+Saving writes ``step-<N>.partial`` with DCP (every rank its shards and its own data loader /
+RNG entry), then rank 0 writes ``config.toml`` and ``manifest.json`` into it and renames it
+to ``step-<N>``; only then are older checkpoints beyond ``keep_latest`` deleted. A start
+picks the newest complete ``step-<N>``, so a crash at any moment costs at most the steps
+since the last complete checkpoint and never a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial as bind
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+from trainer.checkpoint.async_save import PendingSave, start_async_save
+from trainer.checkpoint.dataloader import restore_loader
+from trainer.checkpoint.dcp_index import first_line, load_into, read_metadata, saved_shapes
+from trainer.checkpoint.errors import CheckpointError
+from trainer.checkpoint.faults import after_checkpoint, storage_writer
+from trainer.checkpoint.initial_load import load_model_only, resolve_source
+from trainer.checkpoint.layout import (
+    checkpoint_root,
+    complete_checkpoints,
+    folder_bytes,
+    partial_folder,
+    promote,
+    prune,
+    remove_unfinished,
+    step_folder,
+    unfinished_folders,
+)
+from trainer.checkpoint.manifest import (
+    adapter_scales,
+    build_manifest,
+    check_matches_run,
+    list_files,
+    read_manifest,
+    write_manifest,
+)
+from trainer.checkpoint.rng import restore_rng
+from trainer.checkpoint.state import (
+    TrainingParts,
+    apply_loaded,
+    rank_key,
+    state_to_load,
+    state_to_save,
+    unpack,
+)
+from trainer.config import JobConfig, to_toml
+
+
+class CheckpointManager:
+    """Saves and restores the complete training state of one run (all ranks call every method)."""
+
+    def __init__(
+        self, cfg: JobConfig, info: Any, dump_folder: str | Path, log: Callable[[str], None]
+    ) -> None:
+        """``info`` is the run's DistInfo (rank, world_size, device, is_main); ``log`` prints on rank 0."""
+        self.job = cfg
+        self.cfg = cfg.checkpoint
+        self.info = info
+        self.root = checkpoint_root(dump_folder)
+        self.log = log
+        self.pending: PendingSave | None = None
+        self.last_saved_step = -1
+        self.group = None
+        if self.cfg.enable and self.cfg.async_mode == "async" and dist.is_initialized():
+            # Background writes run collectives; a group of their own keeps them apart from training's.
+            self.group = dist.new_group(backend="gloo")
+
+    # ------------------------------------------------------------------ start of a run
+
+    def load(self, parts: TrainingParts) -> dict[str, Any] | None:
+        """Resume from this run's newest complete checkpoint, or apply checkpoint.initial_load_path.
+
+        Returns the saved progress record when the run continues from a saved step (resume,
+        or a full initial load), None when it starts at step 0.
+        """
+        folder = self._resume_folder()
+        if folder is not None:
+            return self._load_full(parts, folder)
+        if not self.cfg.initial_load_path:
+            return None
+        source = resolve_source(Path(self.cfg.initial_load_path))
+        if not self.cfg.initial_load_model_only:
+            return self._load_full(parts, source)
+        start = time.perf_counter()
+        manifest = read_manifest(source)
+        count = load_model_only(parts.model, source, read_metadata(source), manifest)
+        self.log(
+            f"initial weights: {count} tensors from {source} (step {manifest['step']}, "
+            f"method {manifest['method']['name']}) in {time.perf_counter() - start:.2f} s"
+        )
+        return None
+
+    def _resume_folder(self) -> Path | None:
+        """The checkpoint this run resumes from, or None for a fresh start."""
+        if not self.cfg.enable:
+            return None
+        if self.cfg.load_step > 0:
+            return step_folder(self.root, self.cfg.load_step)
+        leftovers = unfinished_folders(self.root)
+        if leftovers:
+            names = ", ".join(p.name for _, p in leftovers)
+            self.log(f"checkpoint: ignoring unfinished folders {names} (removed by later saves)")
+        complete = complete_checkpoints(self.root)
+        return complete[-1][1] if complete else None
+
+    def _load_full(self, parts: TrainingParts, folder: Path) -> dict[str, Any]:
+        """Load every part of the state from ``folder`` and continue at its step."""
+        start = time.perf_counter()
+        manifest = read_manifest(folder)
+        metadata = read_metadata(folder)
+        check_matches_run(folder, manifest, self.job, parts.model_args, adapter_scales(parts.model))
+        _check_model_shapes(folder, metadata, parts)
+        saved_world = int(manifest["world_size"])
+        rank, world = self.info.rank, self.info.world_size
+        source_rank = rank if rank < saved_world else 0
+        template = state_to_load(parts, source_rank)
+        missing = [
+            name
+            for name in parts.method.stateful
+            if not any(k.startswith(f"method.{name}.") for k in metadata.state_dict_metadata)
+        ]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {folder} holds no state for {', '.join(missing)} of method "
+                f"{self.job.method.name}"
+            )
+        load_into(folder, template, no_dist=False)
+        apply_loaded(parts, template)
+        own = unpack(template["per_rank"][rank_key(source_rank)])
+        restore_loader(parts.data.train, own["dataloader"], saved_world, world, str(folder))
+        restore_rng(own["rng"], self.info.device)
+        progress = unpack(template["train"]["progress"])
+        self.last_saved_step = parts.step
+        self.log(
+            f"resumed from {folder} (step {parts.step}, written by {saved_world} "
+            f"process{'es' if saved_world > 1 else ''}) in {time.perf_counter() - start:.2f} s"
+        )
+        return progress
+
+    # ------------------------------------------------------------------ during a run
+
+    def wait_for_staging(self) -> None:
+        """Block until an asynchronous save has copied the state; finish it if it is written.
+
+        Call before the next step changes parameters, optimizer or method state.
+        """
+        pending = self.pending
+        if pending is None:
+            return
+        if pending.staging is not None:
+            waited = time.perf_counter()
+            pending.staging.result()
+            pending.staging = None
+            pending.blocking_s += time.perf_counter() - waited
+        if pending.upload.done():
+            self._finish_pending()
+
+    def maybe_save(self, parts: TrainingParts, progress: dict[str, Any], last: bool) -> None:
+        """Save when checkpointing is on and the step is on the interval or the last one."""
+        if not self.cfg.enable or parts.step == self.last_saved_step:
+            return
+        if last or parts.step % self.cfg.interval == 0:
+            self.save(parts, progress)
+
+    def save(self, parts: TrainingParts, progress: dict[str, Any]) -> None:
+        """Write a checkpoint of the current step (synchronously or in the background)."""
+        if self.pending is not None:
+            self._finish_pending()
+        step = parts.step
+        folder = partial_folder(self.root, step)
+        if self.info.is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            remove_unfinished(self.root, step)
+            folder.mkdir()
+        if dist.is_initialized():
+            dist.barrier()
+        start = time.perf_counter()
+        state = state_to_save(
+            parts, self.info.rank, self.info.world_size, self.info.device, progress
+        )
+        describe = bind(
+            build_manifest,
+            step=step,
+            world_size=self.info.world_size,
+            cfg=self.job,
+            model_args=parts.model_args,
+            scales=adapter_scales(parts.model),
+            tokenizer={"name": parts.data.tokenizer_name, "eos_id": parts.data.eos_id},
+        )
+        writer = storage_writer(folder, step)
+        if self.group is not None:
+            staging, upload, stager = start_async_save(state, writer, self.group, self.info.device)
+            self.pending = PendingSave(step, folder, staging, upload, stager, start, describe)
+            self.pending.blocking_s = time.perf_counter() - start
+        else:
+            try:
+                dcp.save(state, storage_writer=writer)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"saving the checkpoint of step {step} into {folder} failed "
+                    f"({first_line(exc)}); earlier checkpoints are untouched"
+                ) from None
+            self.pending = PendingSave(step, folder, None, None, None, start, describe)
+            self.pending.blocking_s = time.perf_counter() - start
+            self._finish_pending()
+            if dist.is_initialized():
+                dist.barrier()
+            after_checkpoint(step)
+        self.last_saved_step = step
+
+    def _finish_pending(self) -> None:
+        """Wait for the pending save's files, then (rank 0) describe, rename and prune."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        if pending.upload is not None:
+            waited = time.perf_counter()
+            try:
+                pending.upload.result()
+            except Exception as exc:
+                raise CheckpointError(
+                    f"writing the checkpoint of step {pending.step} into {pending.folder} "
+                    f"failed ({first_line(exc)}); earlier checkpoints are untouched"
+                ) from None
+            finally:
+                if pending.stager is not None:
+                    pending.stager.close()
+            pending.blocking_s += time.perf_counter() - waited
+        if self.info.is_main:
+            self._publish(pending)
+        if pending.upload is not None:
+            after_checkpoint(pending.step)
+
+    def _publish(self, pending: PendingSave) -> None:
+        """Rank 0: manifest and config into the written folder, rename it complete, prune."""
+        folder = pending.folder
+        (folder / "config.toml").write_text(to_toml(self.job))
+        manifest = pending.describe(files=list_files(folder))
+        manifest["save_seconds"] = time.perf_counter() - pending.started
+        write_manifest(folder, manifest)
+        final = step_folder(self.root, pending.step)
+        promote(folder, final)
+        removed = prune(self.root, self.cfg.keep_latest)
+        size = folder_bytes(final)
+        note = f"; removed {', '.join(p.name for p in removed)}" if removed else ""
+        self.log(
+            f"checkpoint step {pending.step} saved to {final} in "
+            f"{manifest['save_seconds']:.2f} s (training blocked {pending.blocking_s:.2f} s, "
+            f"{size / 2**20:.2f} MiB){note}"
+        )
+
+    def close(self) -> None:
+        """Finish an asynchronous save still in flight; all ranks leave together."""
+        if self.pending is not None:
+            self._finish_pending()
+        if dist.is_initialized():
+            dist.barrier()
+
+
+def _check_model_shapes(folder: Path, metadata: Any, parts: TrainingParts) -> None:
+    """Every model tensor is saved with the same global shape (a readable error otherwise)."""
+    saved = saved_shapes(metadata)
+    problems = []
+    for key, tensor in get_model_state_dict(parts.model).items():
+        if key not in saved:
+            problems.append(f"{key} missing")
+        elif saved[key] != tuple(tensor.shape):
+            problems.append(f"{key}: checkpoint {list(saved[key])}, model {list(tensor.shape)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit the model: {'; '.join(problems[:5])}"
+            + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+        )
