@@ -19,19 +19,7 @@ import numpy as np
 import torch
 
 from switchlora import schedule
-from switchlora.candidates import (
-    FACTOR_A,
-    FACTOR_B,
-    choose_entries,
-    read_entries,
-    seeded_candidates,
-    write_back,
-)
-from switchlora.init import (
-    candidate_pools,
-    init_bounds,
-    layer_switchable,
-)
+from switchlora.init import candidate_pools, layer_switchable
 from switchlora.kernel import switch_kernel
 from switchlora.layer import AdapterLinear
 from switchlora.layer_state import LayerSwitchState
@@ -45,7 +33,8 @@ from switchlora.seeding import (
     numpy_generator,
     torch_generator,
 )
-from switchlora.sharding import gather_rows, local
+from switchlora.sharding import local
+from switchlora.switch_inputs import prepare_switch
 
 
 class SwitchController:
@@ -198,75 +187,27 @@ class SwitchController:
         )
 
     def _switch_layer(self, st: LayerSwitchState, k: int, t: int) -> None:
-        o, lay, slots, r = self.options, st.layout, self.slots, self.options.rank
-        offsets = np.arange(slots, dtype=np.int64)
-        idx_a = (st.p_a + offsets) % r
-        idx_b = (st.p_b + offsets) % r
-        st.p_a, st.p_b = (st.p_a + k) % r, (st.p_b + k) % r
-        st.frz_host_b[idx_a[:k]] = o.freeze_steps
-        st.frz_host_a[idx_b[:k]] = o.freeze_steps
-
+        o, slots = self.options, self.slots
+        positions_a = (st.p_a + np.arange(k)) % o.rank
+        positions_b = (st.p_b + np.arange(k)) % o.rank
+        st.frz_host_b[positions_a] = o.freeze_steps
+        st.frz_host_a[positions_b] = o.freeze_steps
+        inputs = prepare_switch(st, k, t, slots, o, self.choice_rng, self.generator_device)
         layer = st.layer
-        a_param, b_param = layer.lora_A, layer.lora_B
-        w_loc, a_loc, b_loc = local(layer.base.weight), local(a_param), local(b_param)
-        device, dtype = a_loc.device, a_loc.dtype
-        idx_a_t = torch.from_numpy(idx_a).to(device)
-        idx_b_t = torch.from_numpy(idx_b).to(device)
-        active_t = torch.from_numpy(offsets < k).to(device)
-        idx_ab = torch.cat([idx_a_t, idx_b_t])
-
-        a_full = a_param.full_tensor() if lay.a_mode == "rows" else None
-        if a_full is not None:
-            a_sel = a_full.index_select(0, idx_ab)
-        else:
-            a_sel = a_loc.index_select(0, idx_ab)  # [2K, local columns]
-
-        if o.candidate_source == "pool":
-            assert st.pool_a is not None and st.pool_b is not None
-            new_a = new_b = np.zeros(0, dtype=np.int64)
-            if k > 0:
-                old_a, new_a = choose_entries(st.pool_a, idx_a[:k], o.pool_choice, self.choice_rng)
-                old_b, new_b = choose_entries(st.pool_b, idx_b[:k], o.pool_choice, self.choice_rng)
-            if k > 0 and o.pool_write_back:
-                write_back(st.pool_a, old_a, a_sel[:k])
-                write_back(st.pool_b, old_b, b_loc.index_select(1, idx_b_t[:k]).t())
-            c_work = read_entries(st.pool_a, _pad(new_a, slots), device, dtype)
-            d_local = read_entries(st.pool_b, _pad(new_b, slots), device, dtype)
-            if lay.a_mode == "cols":
-                gathered = gather_rows(torch.cat([a_sel, c_work]), a_param)
-                a_rows, c_full = gathered[: 2 * slots], gathered[2 * slots :]
-            else:
-                a_rows, c_full = a_sel, c_work
-        else:
-            bound_a, bound_b = init_bounds(lay.m, lay.n, r, o.init)
-            gen_dev = self.generator_device
-            c_full = seeded_candidates(
-                o.seed, st.index, FACTOR_A, t, slots, lay.n, bound_a, gen_dev
-            ).to(device=device, dtype=dtype)
-            d_full = seeded_candidates(
-                o.seed, st.index, FACTOR_B, t, slots, lay.m, bound_b, gen_dev
-            )
-            d_local = d_full.narrow(1, *lay.m_rows).to(device=device, dtype=dtype)
-            if lay.a_mode == "cols":
-                a_rows = gather_rows(a_sel, a_param)
-                c_work = c_full.narrow(1, *lay.a_cols).contiguous()
-            else:
-                a_rows, c_work = a_sel, c_full
-
-        state_a = self.optimizer.state_for(a_param, "lora_A")
-        state_b = self.optimizer.state_for(b_param, "lora_B")
+        state_a = self.optimizer.state_for(layer.lora_A, "lora_A")
+        state_b = self.optimizer.state_for(layer.lora_B, "lora_B")
         grad_a, grad_b = self._grads(st)
         self._switch_fn(
-            w_loc,
-            a_full if a_full is not None else a_loc,
-            b_loc,
-            a_rows,
-            c_full,
-            c_work,
-            d_local,
-            idx_a_t,
-            idx_b_t,
-            active_t,
+            local(layer.base.weight),
+            inputs.a_work,
+            local(layer.lora_B),
+            inputs.a_rows,
+            inputs.c_full,
+            inputs.c_work,
+            inputs.d_local,
+            inputs.idx_a,
+            inputs.idx_b,
+            inputs.active,
             st.frz_a,
             st.frz_b,
             local(state_a["exp_avg"]),
@@ -279,10 +220,10 @@ class SwitchController:
             grad_b,
             layer.scale,
             o.freeze_steps,
-            *lay.a_rows,
+            *st.layout.a_rows,
         )
-        if a_full is not None and k > 0:
-            a_loc.copy_(a_full.narrow(0, *lay.a_rows))
+        if inputs.a_full is not None and k > 0:
+            local(layer.lora_A).copy_(inputs.a_full.narrow(0, *st.layout.a_rows))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -322,10 +263,3 @@ class SwitchController:
                 if factor is not None:
                     total += factor.rows.numel() * factor.rows.element_size()
         return total
-
-
-def _pad(entries: np.ndarray, slots: int) -> np.ndarray:
-    """Pad chosen pool entries to the static slot count (padding rows are never used)."""
-    out = np.zeros(slots, dtype=np.int64)
-    out[: len(entries)] = entries
-    return out

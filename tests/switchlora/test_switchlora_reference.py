@@ -171,6 +171,7 @@ CASES = {
     "pool-random-writeback-N2": {"freeze_steps": 2, "pool_choice": "random"},
     "pool-sequential-N0": {"freeze_steps": 0},
     "seeded-N2": {"freeze_steps": 2, "candidate_source": "seeded"},
+    "pool-offload-cpu": {"freeze_steps": 2, "pool_offload_cpu": True},
 }
 
 
