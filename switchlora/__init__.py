@@ -2,6 +2,20 @@
 
 Usable without the trainer: adapter layer, conversion, init, switch schedule, candidate
 sources, the static-shape switch kernel, the per-vector AdamW and the switch controller.
+
+Wiring (single process or FSDP2):
+
+1. ``layers = convert_to_adapters(model, options)`` on the (meta) model; base weights are
+   frozen here, never toggled later. The dict order is the layer index of every seed.
+2. ``fully_shard(block, mesh=..., shard_placement_fn=placement_fn)`` per block (HSDP:
+   ``make_placement_fn(shard mesh size)``), then the rest; then ``model.to_empty(...)``.
+3. ``pools = initialize_adapters_(layers, options, w_init, device, return_pools=...)``
+   (or ``init_adapter_layer_full`` + ``copy_full_`` per layer): world-size independent.
+4. ``optimizer = SwitchAdamW(param_groups(model, layers), lr=...)``.
+5. ``ctrl = SwitchController(layers, options, total_steps, optimizer, compile=...)``;
+   ``ctrl.init_state(pools or None)`` (None regenerates the pools from the seed).
+6. Every step: backward -> clip -> ``ctrl.step(t)`` -> ``optimizer.step()`` -> lr step ->
+   ``zero_grad()``. Checkpoint ``ctrl.state_dict()`` next to model and optimizer.
 """
 
 from switchlora.controller import SwitchController
