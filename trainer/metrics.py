@@ -77,6 +77,6 @@ def format_step_line(step: int, total: int, values: dict[str, float]) -> str:
     if values.get("perf/mfu") is not None:
         parts.append(f"mfu {values['perf/mfu']:.1%}")
     parts.append(f"mem {values['mem/peak_gib']:.2f} GiB")
-    if "switch/vectors_switched" in values:
-        parts.append(f"switched {values['switch/vectors_switched']:.0f}")
+    if "switch/vectors_switched_window" in values:
+        parts.append(f"switched {values['switch/vectors_switched_window']:.0f}")
     return " | ".join(parts)

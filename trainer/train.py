@@ -234,6 +234,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     train_iter = iter(tr.data.train)
     window_start = time.perf_counter()
     window_steps = 0
+    window_switched = 0.0
     pending_loss = torch.zeros((), device=info.device)
     while tr.step < t.steps:
         ckpt.wait_for_staging()
@@ -242,6 +243,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
         window_steps += 1
         if hook_metrics:
             logger.scalars(tr.step, hook_metrics)
+            window_switched += hook_metrics.get("switch/vectors_switched", 0.0)
         last = tr.step == t.steps
         if tr.step % cfg.metrics.log_every == 0 or last:
             pending_loss = loss_sum.detach().clone()
@@ -262,11 +264,14 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             if peak:
                 values["perf/mfu"] = flops_per_token * tokens_per_s / (peak * info.world_size)
             values.update(hook_metrics)
+            if "switch/vectors_switched" in hook_metrics:
+                values["switch/vectors_switched_window"] = window_switched
             logger.scalars(tr.step, values)
             logger.line(format_step_line(tr.step, t.steps, values))
             result.train_losses[tr.step] = loss_value
             window_start = time.perf_counter()
             window_steps = 0
+            window_switched = 0.0
         if last or (t.val_every and tr.step % t.val_every == 0):
             val = evaluate(tr)
             result.val_losses[tr.step] = val
