@@ -263,10 +263,9 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             }
             if peak:
                 values["perf/mfu"] = flops_per_token * tokens_per_s / (peak * info.world_size)
-            values.update(hook_metrics)
+            logger.scalars(tr.step, values)
             if "switch/vectors_switched" in hook_metrics:
                 values["switch/vectors_switched_window"] = window_switched
-            logger.scalars(tr.step, values)
             logger.line(format_step_line(tr.step, t.steps, values))
             result.train_losses[tr.step] = loss_value
             window_start = time.perf_counter()
