@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from switchlora.convert import convert_to_adapters
 from switchlora.galore import GaLoreAdamW, refresh_count
@@ -45,6 +46,17 @@ def _shard_degree(cfg: JobConfig) -> int:
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
     """The model's adapter layers by module path, in conversion (named_modules) order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
+
+
+def reshard_(model: nn.Module) -> None:
+    """Put every FSDP2 unit back in its sharded state (a no-op for sharded or plain modules).
+
+    Units built with reshard_after_forward=False stay unsharded after a no-grad forward
+    (evaluation); a reset must edit the sharded parameters, the ones the optimizer holds.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def prepare_relora(model: Llama, cfg: JobConfig) -> Callable:
@@ -102,10 +114,16 @@ def build_relora_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> 
         seed=cfg.job.seed,
     )
     controller = ReLoRAController(adapter_layers(model), optimizer, options)
+
+    def after_step(step: int) -> None:
+        if controller.due(step):
+            reshard_(model)
+            controller.after_step(step)
+
     return MethodRuntime(
         optimizer=optimizer,
         before_optimizer_step=lambda step: {"relora/resets": float(controller.resets)},
-        after_optimizer_step=controller.after_step,
+        after_optimizer_step=after_step,
         stateful={"relora": controller},
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, relora_lr_factor(cfg)),
     )

@@ -1,0 +1,168 @@
+"""ReLoRA and GaLore checks inside the trainer, run as one process or under torchrun (gloo).
+
+``python baselines_worker.py OUT`` (world size 1) and ``torchrun --nproc_per_node=2
+baselines_worker.py OUT`` write, from rank 0, OUT/<world>/results.pt with:
+- "relora": logits before and after a merge-and-reinit of a trained model, the full W, A, B
+  before and after, and the adapters' Adam moments and steps before and after pruning;
+- "galore": the losses and the full parameters after 20 steps with projector refreshes at
+  steps 0, 7 and 14;
+and OUT/<world>/relora_run, OUT/<world>/galore_run: short runs of the training loop
+(summary.json and TensorBoard events) with two ReLoRA resets and three projector refreshes.
+test_baselines_distributed.py compares them with references and across world sizes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from parallel.distributed import init_distributed, shutdown
+from switchlora.relora import relora_reset_
+from trainer.baselines import reshard_
+from trainer.cli import parse_config
+from trainer.train import build_trainer, train, train_step
+
+ROOT = Path(__file__).resolve().parents[2]
+
+COMMON = [
+    "--config",
+    str(ROOT / "configs/tiny_full.toml"),
+    "--model.flavor",
+    "debug",
+    "--training.seq_len",
+    "64",
+    "--training.global_batch_size",
+    "8",
+    "--training.val_batches",
+    "2",
+    "--lr_schedule.warmup_steps",
+    "2",
+    "--metrics.log_every",
+    "1",
+    "--method.rank",
+    "8",
+]
+
+RELORA = [*COMMON, "--method.name", "relora", "--optimizer.lr", "0.01"]
+
+# ffn_dim 175: the gate/up rows and down_proj's columns split unevenly over two ranks.
+GALORE = [
+    *COMMON,
+    "--method.name",
+    "galore",
+    "--model.ffn_dim",
+    "175",
+    "--optimizer.eps",
+    "1e-6",
+    "--galore.update_interval",
+    "7",
+]
+
+GALORE_STEPS = 20
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach().clone()
+
+
+def fixed_tokens(vocab: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(123)
+    return torch.randint(0, vocab, (2, 64), generator=gen)
+
+
+def batches(tr, steps: int):
+    it = iter(tr.data.train)
+    for _ in range(steps):
+        yield [next(it) for _ in range(tr.grad_accum)]
+
+
+def relora_merge(info, out: Path) -> dict:
+    """Train 3 steps, then one reset (merge, re-draw, prune 99.9 %) by hand."""
+    cfg = parse_config([*RELORA, "--training.steps", "10", "--job.dump_folder", str(out / "x")])
+    tr = build_trainer(cfg, info)
+    for group in batches(tr, 3):
+        train_step(tr, group)
+    controller = tr.method.stateful["relora"]
+    tokens = fixed_tokens(tr.model_args.vocab_size)
+    opt = tr.method.optimizer
+    layers = controller.layers
+
+    def snapshot() -> dict:
+        snap = {}
+        for name, layer in layers.items():
+            snap[name] = {
+                "W": full(layer.base.weight),
+                "A": full(layer.lora_A),
+                "B": full(layer.lora_B),
+                "scale": layer.scale,
+            }
+            for key, p in (("A", layer.lora_A), ("B", layer.lora_B)):
+                state = opt.state[p]
+                snap[name][f"{key}_exp_avg"] = full(state["exp_avg"])
+                snap[name][f"{key}_exp_avg_sq"] = full(state["exp_avg_sq"])
+                snap[name][f"{key}_step"] = float(state["step"])
+        return snap
+
+    with torch.no_grad():
+        logits_before = tr.model(tokens).detach().clone()
+    reshard_(tr.model)
+    before = snapshot()
+    relora_reset_(layers, opt, controller.options, reset_index=1)
+    with torch.no_grad():
+        logits_after = tr.model(tokens).detach().clone()
+    reshard_(tr.model)
+    after = snapshot()
+    return {
+        "logits_before": logits_before,
+        "logits_after": logits_after,
+        "before": before,
+        "after": after,
+        "prune_ratio": controller.options.prune_ratio,
+    }
+
+
+def galore_steps(info, out: Path) -> dict:
+    """20 GaLore steps (refreshes at 0, 7, 14); losses and full parameters."""
+    cfg = parse_config(
+        [*GALORE, "--training.steps", str(GALORE_STEPS), "--job.dump_folder", str(out / "y")]
+    )
+    tr = build_trainer(cfg, info)
+    losses = []
+    for group in batches(tr, GALORE_STEPS):
+        loss, _, _ = train_step(tr, group)
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        losses.append(total.item())
+    params = {name: full(p) for name, p in tr.model.named_parameters()}
+    sides = {}
+    for p in tr.method.optimizer.param_groups[0]["params"]:
+        sides[tuple(p.shape)] = tuple(tr.method.optimizer.state[p]["projector"].shape)
+    return {"losses": losses, "params": params, "projector_shapes": sides}
+
+
+def loop_runs(info, out: Path) -> None:
+    """The training loop itself, with TensorBoard: 2 ReLoRA resets, 3 GaLore refreshes."""
+    relora = [*RELORA, "--training.steps", "10", "--relora.reset_interval", "4"]
+    relora += ["--relora.restart_warmup_steps", "2", "--training.val_every", "5"]
+    train(parse_config([*relora, "--job.dump_folder", str(out / "relora_run")]), info)
+    galore = [*GALORE, "--training.steps", "15", "--training.val_every", "5"]
+    train(parse_config([*galore, "--job.dump_folder", str(out / "galore_run")]), info)
+
+
+def main() -> None:
+    info = init_distributed("gloo")
+    out = Path(sys.argv[1]) / str(info.world_size)
+    results = {"relora": relora_merge(info, out), "galore": galore_steps(info, out)}
+    loop_runs(info, out)
+    if info.rank == 0:
+        torch.save(results, out / "results.pt")
+    dist.barrier()
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()
