@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor._dtensor_spec import DTensorSpec, TensorMeta
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from switchlora.layer import ROLE_ATTR
@@ -116,21 +117,18 @@ def as_sharded_like(
 ) -> torch.Tensor:
     """Wrap a local tensor as a DTensor on like's mesh, sharded on `dim` (None: replicated).
 
-    Returns `local_tensor` unchanged when `like` is not a DTensor (single process).
+    The DTensor aliases `local_tensor` and keeps it where it is (a CPU-offloaded pool stays
+    in CPU memory even on a CUDA mesh, as FSDP2's CPU offload does; DTensor.from_local would
+    copy it to the mesh device). Returns `local_tensor` itself when `like` is not a DTensor.
     """
     if not isinstance(like, DTensor):
         return local_tensor
     last = Shard(dim) if dim is not None else Replicate()
     placements = (*like.placements[:-1], last)
     stride = torch.empty(global_shape, device="meta").stride()
-    return DTensor.from_local(
-        local_tensor,
-        like.device_mesh,
-        placements,
-        run_check=False,
-        shape=torch.Size(global_shape),
-        stride=stride,
-    )
+    meta = TensorMeta(torch.Size(global_shape), stride, local_tensor.dtype)
+    spec = DTensorSpec(like.device_mesh, placements, tensor_meta=meta)
+    return DTensor(local_tensor, spec, requires_grad=False)
 
 
 def sharded_range(length: int, like: torch.Tensor, dim: int | None) -> tuple[int, int]:
