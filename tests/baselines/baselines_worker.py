@@ -6,13 +6,16 @@ baselines_worker.py OUT`` write, from rank 0, OUT/<world>/results.pt with:
   before and after, and the adapters' Adam moments and steps before and after pruning;
 - "galore": the losses and the full parameters after 20 steps with projector refreshes at
   steps 0, 7 and 14;
-and OUT/<world>/relora_run, OUT/<world>/galore_run: short runs of the training loop
-(summary.json and TensorBoard events) with two ReLoRA resets and three projector refreshes.
+and the dump folders of short runs of the training loop (summary.json, TensorBoard events):
+relora_run, galore_run (two resets, three projector refreshes); <method>_straight and
+<method>_resumed (12 steps, and the same resumed from the straight run's step-6 checkpoint);
+full_run and relora_warm (ReLoRA started from a full-rank checkpoint).
 test_baselines_distributed.py compares them with references and across world sizes.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -153,11 +156,43 @@ def loop_runs(info, out: Path) -> None:
     train(parse_config([*galore, "--job.dump_folder", str(out / "galore_run")]), info)
 
 
+def resume_runs(info, out: Path) -> None:
+    """12 steps straight, and resumed from the step-6 checkpoint of that run (copied).
+
+    The resumed half crosses a ReLoRA reset (after step 8) and a projector refresh (at 9).
+    """
+    cases = {
+        "relora": [*RELORA, "--relora.reset_interval", "4", "--relora.restart_warmup_steps", "2"],
+        "galore": [*GALORE, "--galore.update_interval", "4"],
+    }
+    for name, args in cases.items():
+        base = [*args, "--training.steps", "12", "--training.val_every", "6"]
+        base += ["--checkpoint.enable", "True", "--checkpoint.interval", "6"]
+        straight, resumed = out / f"{name}_straight", out / f"{name}_resumed"
+        train(parse_config([*base, "--job.dump_folder", str(straight)]), info)
+        if info.rank == 0:
+            shutil.copytree(straight / "checkpoints/step-6", resumed / "checkpoints/step-6")
+        dist.barrier()
+        train(parse_config([*base, "--job.dump_folder", str(resumed)]), info)
+
+
+def warm_start(info, out: Path) -> None:
+    """ReLoRA started from a full-rank run's checkpoint (checkpoint.initial_load_path)."""
+    full_run = out / "full_run"
+    args = [*COMMON, "--training.steps", "4", "--checkpoint.enable", "True"]
+    train(parse_config([*args, "--job.dump_folder", str(full_run)]), info)
+    source = str(full_run / "checkpoints/step-4")
+    args = [*RELORA, "--training.steps", "2", "--checkpoint.initial_load_path", source]
+    train(parse_config([*args, "--job.dump_folder", str(out / "relora_warm")]), info)
+
+
 def main() -> None:
     info = init_distributed("gloo")
     out = Path(sys.argv[1]) / str(info.world_size)
     results = {"relora": relora_merge(info, out), "galore": galore_steps(info, out)}
     loop_runs(info, out)
+    resume_runs(info, out)
+    warm_start(info, out)
     if info.rank == 0:
         torch.save(results, out / "results.pt")
     dist.barrier()

@@ -112,3 +112,24 @@ def test_training_loop_runs_match_and_log_the_method_scalars(results):
     # Projectors computed at steps 1, 8 and 15 (update_interval 7), counted with that step.
     updates = scalars(results[2][0] / "galore_run", "galore/projector_updates")
     assert updates == {s: float((s - 1) // 7 + 1) for s in range(1, 16)}
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("method", ["relora", "galore"])
+def test_exact_resume_across_a_reset_and_a_projector_refresh(results, world, method):
+    folder = results[world][0]
+    straight = json.loads((folder / f"{method}_straight/summary.json").read_text())
+    resumed = json.loads((folder / f"{method}_resumed/summary.json").read_text())
+    assert sorted(int(s) for s in resumed["train_losses"]) == list(range(1, 13))
+    assert resumed["train_losses"] == straight["train_losses"]
+    assert resumed["val_losses"] == straight["val_losses"]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_relora_warm_start_from_a_full_rank_checkpoint(results, world):
+    folder = results[world][0]
+    full = json.loads((folder / "full_run/summary.json").read_text())
+    warm = json.loads((folder / "relora_warm/summary.json").read_text())
+    # B = 0: the adapter model computes the full-rank checkpoint's function at step 0.
+    assert warm["initial_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-6)
+    assert warm["final_val_loss"] < warm["initial_val_loss"]
