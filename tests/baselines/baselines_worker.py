@@ -8,7 +8,8 @@ baselines_worker.py OUT`` write, from rank 0, OUT/<world>/results.pt with:
   steps 0, 7 and 14;
 and the dump folders of short runs of the training loop (summary.json, TensorBoard events):
 relora_run, galore_run (two resets, three projector refreshes); <method>_straight and
-<method>_resumed (12 steps, and the same resumed from the straight run's step-6 checkpoint);
+<method>_resumed (12 steps, and the same resumed from the straight run's step-6 checkpoint),
+and on one process <method>_from2 (resumed from the 2-process run's step-6 checkpoint);
 full_run and relora_warm (ReLoRA started from a full-rank checkpoint).
 test_baselines_distributed.py compares them with references and across world sizes.
 """
@@ -168,12 +169,18 @@ def resume_runs(info, out: Path) -> None:
     for name, args in cases.items():
         base = [*args, "--training.steps", "12", "--training.val_every", "6"]
         base += ["--checkpoint.enable", "True", "--checkpoint.interval", "6"]
-        straight, resumed = out / f"{name}_straight", out / f"{name}_resumed"
+        straight = out / f"{name}_straight"
         train(parse_config([*base, "--job.dump_folder", str(straight)]), info)
-        if info.rank == 0:
-            shutil.copytree(straight / "checkpoints/step-6", resumed / "checkpoints/step-6")
-        dist.barrier()
-        train(parse_config([*base, "--job.dump_folder", str(resumed)]), info)
+        sources = {f"{name}_resumed": straight}
+        two = out.parent / "2" / f"{name}_straight"
+        if info.world_size == 1 and two.is_dir():  # the 2-process launch ran first
+            sources[f"{name}_from2"] = two
+        for target, source in sources.items():
+            if info.rank == 0:
+                step6 = "checkpoints/step-6"
+                shutil.copytree(source / step6, out / target / step6)
+            dist.barrier()
+            train(parse_config([*base, "--job.dump_folder", str(out / target)]), info)
 
 
 def warm_start(info, out: Path) -> None:

@@ -24,6 +24,7 @@ WORKER = ROOT / "tests/baselines/baselines_worker.py"
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("baselines")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run_torchrun(WORKER, [str(out)], nproc=2)  # first: the 1-process launch resumes from it
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(out)],
         capture_output=True,
@@ -33,7 +34,6 @@ def results(tmp_path_factory):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
-    run_torchrun(WORKER, [str(out)], nproc=2)
     return {w: (out / str(w), torch.load(out / str(w) / "results.pt")) for w in (1, 2)}
 
 
@@ -133,3 +133,11 @@ def test_relora_warm_start_from_a_full_rank_checkpoint(results, world):
     # B = 0: the adapter model computes the full-rank checkpoint's function at step 0.
     assert warm["initial_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-6)
     assert warm["final_val_loss"] < warm["initial_val_loss"]
+
+
+@pytest.mark.parametrize("method", ["relora", "galore"])
+def test_resume_on_one_process_from_a_two_process_checkpoint(results, method):
+    two = json.loads((results[2][0] / f"{method}_straight/summary.json").read_text())
+    one = json.loads((results[1][0] / f"{method}_from2/summary.json").read_text())
+    assert one["train_losses"] == pytest.approx(two["train_losses"], rel=1e-5)
+    assert one["val_losses"] == pytest.approx(two["val_losses"], rel=1e-5)
