@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 from trainer.checkpoint.errors import CheckpointError
 
 MODEL_PREFIX = "model."
 """Prefix of the model's parameters in the saved state (then the model's own FQN)."""
+
+DCP_ERRORS = (Exception, CheckpointException)
+"""What a failed DCP call raises (CheckpointException derives from BaseException)."""
 
 
 def read_metadata(folder: Path) -> Metadata:
@@ -49,8 +54,10 @@ def load_into(folder: Path, tensors: dict[str, torch.Tensor], no_dist: bool = Tr
     whatever the number of processes that wrote the checkpoint.
     """
     try:
-        dcp.load(tensors, checkpoint_id=str(folder), no_dist=no_dist)
-    except Exception as exc:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+            warnings.filterwarnings("ignore", message=".*single process.*")
+            dcp.load(tensors, checkpoint_id=str(folder), no_dist=no_dist)
+    except DCP_ERRORS as exc:
         raise CheckpointError(
             f"checkpoint {folder} is corrupt or incomplete: reading "
             f"{', '.join(list(tensors)[:3])}{'...' if len(tensors) > 3 else ''} failed "

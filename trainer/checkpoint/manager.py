@@ -23,7 +23,13 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
 from trainer.checkpoint.async_save import PendingSave, start_async_save
 from trainer.checkpoint.dataloader import restore_loader
-from trainer.checkpoint.dcp_index import first_line, load_into, read_metadata, saved_shapes
+from trainer.checkpoint.dcp_index import (
+    DCP_ERRORS,
+    first_line,
+    load_into,
+    read_metadata,
+    saved_shapes,
+)
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.faults import after_checkpoint, storage_writer
 from trainer.checkpoint.initial_load import load_model_only, resolve_source
@@ -207,7 +213,7 @@ class CheckpointManager:
         else:
             try:
                 dcp.save(state, storage_writer=writer)
-            except Exception as exc:
+            except DCP_ERRORS as exc:
                 raise CheckpointError(
                     f"saving the checkpoint of step {step} into {folder} failed "
                     f"({first_line(exc)}); earlier checkpoints are untouched"
@@ -229,7 +235,7 @@ class CheckpointManager:
             waited = time.perf_counter()
             try:
                 pending.upload.result()
-            except Exception as exc:
+            except DCP_ERRORS as exc:
                 raise CheckpointError(
                     f"writing the checkpoint of step {pending.step} into {pending.folder} "
                     f"failed ({first_line(exc)}); earlier checkpoints are untouched"

@@ -1,0 +1,40 @@
+"""Sizes of exported files, computed from the model sizes alone."""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.export.source import dense_layout
+from trainer.model.args import ModelArgs
+
+
+def dense_export_bytes(args: ModelArgs, dtype: torch.dtype) -> int:
+    """Bytes of the merged dense weights (safetensors headers excluded)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return sum(_numel(shape) for shape in dense_layout(args).values()) * element
+
+
+def adapter_export_bytes(
+    args: ModelArgs, rank: int, targets: tuple[str, ...], dtype: torch.dtype
+) -> int:
+    """Bytes of lora_A [r, n] and lora_B [m, r] of the ``targets`` projections of every block."""
+    element = torch.empty((), dtype=dtype).element_size()
+    kv = args.n_kv_heads * args.head_dim
+    shapes = {
+        "q_proj": (args.dim, args.dim),
+        "k_proj": (kv, args.dim),
+        "v_proj": (kv, args.dim),
+        "o_proj": (args.dim, args.dim),
+        "gate_proj": (args.ffn_dim, args.dim),
+        "up_proj": (args.ffn_dim, args.dim),
+        "down_proj": (args.dim, args.ffn_dim),
+    }
+    per_block = sum(rank * (m + n) for name, (m, n) in shapes.items() if name in targets)
+    return per_block * args.n_layers * element
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
