@@ -49,3 +49,48 @@ def test_compiled_blocks_match_eager_without_recompiles():
     eager = _losses(False, 6, None)
     compiled = _losses(True, 6, stance_after=2)
     assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def test_compiled_switchlora_50_steps_without_recompiles():
+    """Compiled blocks + compiled switch kernel; k varies step to step; no recompile after warm-up."""
+    torch._dynamo.reset()
+    cfg = parse_config(
+        [
+            "--config",
+            str(ROOT / "configs/tiny_switch.toml"),
+            "--model.flavor",
+            "debug",
+            "--training.seq_len",
+            "32",
+            "--training.global_batch_size",
+            "2",
+            "--training.steps",
+            "50",
+            "--compile.enable",
+            "True",
+            "--method.rank",
+            "8",
+            "--method.interval0",
+            "3",
+            "--method.freeze_steps",
+            "1",
+            "--method.fixed_interval",
+            "True",
+        ]
+    )
+    info = init_distributed()
+    try:
+        tr = build_trainer(cfg, info)
+        it = iter(tr.data.train)
+        switched = []
+        for step in range(50):
+            if step == 3:
+                torch.compiler.set_stance("fail_on_recompile")
+            loss, _, stats = train_step(tr, [next(it)])
+            switched.append(stats["switch/vectors_switched"])
+        assert torch.isfinite(loss)
+        # 14 adapted layers, r/interval = 8/3 vectors per factor: k is 2 or 3 in each layer.
+        assert len(set(switched)) > 3 and min(switched) > 0
+    finally:
+        torch.compiler.set_stance("default")
+        shutdown()
