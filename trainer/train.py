@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from parallel.activation_checkpoint import apply_activation_checkpointing
 from parallel.compile import apply_compile
 from parallel.distributed import DistInfo, init_distributed, shutdown
+from parallel.float8 import apply_float8, has_float8_hardware, precompute_float8_scales
 from parallel.fsdp import apply_fsdp, mixed_precision_policy
 from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, to_toml
@@ -112,6 +113,11 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
     with torch.device("meta"):
         model = Llama(model_args)
     placement_fn = prepare_model(model, cfg)
+    if cfg.precision.mode == "float8":
+        p = cfg.precision
+        apply_float8(
+            model, p.float8_recipe, p.float8_all_gather, not has_float8_hardware(info.device)
+        )
     if cfg.parallel.activation_checkpoint == "full":
         apply_activation_checkpointing(model)
     if cfg.compile.enable:
@@ -184,6 +190,8 @@ def train_step(
     hook_metrics = tr.method.before_optimizer_step(tr.step)
     tr.method.optimizer.step()
     tr.method.after_optimizer_step(tr.step)
+    if tr.cfg.precision.mode == "float8" and tr.cfg.precision.float8_all_gather:
+        precompute_float8_scales(tr.model)  # after the step and any switch or merge of W
     tr.scheduler.step()
     tr.method.optimizer.zero_grad(set_to_none=True)
     tr.step += 1
@@ -218,7 +226,10 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
         f"tokens ({tr.grad_accum} micro-batch{'es' if tr.grad_accum > 1 else ''}) | {t.steps} steps"
     )
     peak = peak_flops(info.device)
-    flops_per_token = tr.model_args.flops_per_token(t.seq_len)
+    adapter_rank = cfg.method.rank if cfg.method.name in ("lora", "switchlora", "relora") else 0
+    flops_per_token = tr.model_args.flops_per_token(
+        t.seq_len, adapter_rank, tuple(cfg.method.target_modules)
+    )
 
     ckpt = CheckpointManager(cfg, info, dump, logger.line)
     restored = ckpt.load(tr)  # resume (or a full initial load): the progress so far

@@ -83,3 +83,13 @@ def test_param_count_and_flops():
     model_params = args.num_params()
     assert 1.33e9 < model_params < 1.35e9  # spec table: 1.34 B
     assert args.flops_per_token(512) > 6 * 1.2e9
+
+
+def test_flops_per_token_counts_frozen_and_adapter_matmuls():
+    args = resolve_model_args("debug", vocab_size=96, max_seq_len=32)
+    dense = args.flops_per_token(32)
+    linear = sum(6 * m * n for m, n in args.linear_shapes().values()) * args.n_layers
+    assert dense == linear + 6 * 96 * 64 + 6 * args.n_layers * 64 * 32
+    lora = args.flops_per_token(32, adapter_rank=8, adapted=("q_proj",))
+    m, n = args.linear_shapes()["q_proj"]
+    assert lora == dense + args.n_layers * (-2 * m * n + 6 * 8 * (m + n))

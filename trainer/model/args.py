@@ -31,16 +31,36 @@ class ModelArgs:
         block = attn + mlp + 2 * self.dim
         return self.n_layers * block + 2 * self.vocab_size * self.dim + self.dim
 
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward) of the dense model, with attention.
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(out_features, in_features) of each projection of one block, by module name."""
+        kv = self.n_kv_heads * self.head_dim
+        return {
+            "q_proj": (self.dim, self.dim),
+            "k_proj": (kv, self.dim),
+            "v_proj": (kv, self.dim),
+            "o_proj": (self.dim, self.dim),
+            "gate_proj": (self.ffn_dim, self.dim),
+            "up_proj": (self.ffn_dim, self.dim),
+            "down_proj": (self.dim, self.ffn_dim),
+        }
 
-        6 * (non-embedding matmul parameters + lm_head) plus the attention score/value
-        products, 12 * layers * dim * seq_len / 2 for causal attention (PaLM appendix B).
+    def flops_per_token(
+        self, seq_len: int, adapter_rank: int = 0, adapted: tuple[str, ...] = ()
+    ) -> float:
+        """Training FLOPs per token (forward + backward), as the model really computes them.
+
+        A trained m x n projection costs 6mn (forward, input gradient, weight gradient). A frozen
+        base weight with a rank-r adapter costs 4mn (no weight gradient) plus 6r(m + n). Causal
+        attention adds 6 * layers * dim * seq_len (half of the full score/value products).
         """
-        matmul_params = (
-            self.num_params() - self.vocab_size * self.dim - (2 * self.n_layers + 1) * self.dim
-        )
-        return 6.0 * matmul_params + 6.0 * self.n_layers * self.dim * seq_len
+        per_block = 0.0
+        for name, (m, n) in self.linear_shapes().items():
+            if adapter_rank and name in adapted:
+                per_block += 4.0 * m * n + 6.0 * adapter_rank * (m + n)
+            else:
+                per_block += 6.0 * m * n
+        lm_head = 6.0 * self.vocab_size * self.dim
+        return self.n_layers * per_block + lm_head + 6.0 * self.n_layers * self.dim * seq_len
 
 
 def resolve_model_args(
