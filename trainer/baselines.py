@@ -26,7 +26,7 @@ from switchlora.galore import GaLoreAdamW, refresh_count
 from switchlora.layer import AdapterLinear
 from switchlora.materialize import initialize_adapters_
 from switchlora.relora import ReLoRAController, ReLoRAOptions, relora_options
-from switchlora.sharding import make_placement_fn
+from switchlora.sharding import local, make_placement_fn
 from trainer.config import JobConfig
 from trainer.lr_schedule import restart_warmup_factor
 from trainer.methods import MethodRuntime
@@ -77,7 +77,7 @@ def init_relora(model: Llama, cfg: JobConfig) -> None:
 
     def w_init(name: str, layer: AdapterLinear) -> torch.Tensor:
         weight = layer.base.weight
-        device = (weight.to_local() if hasattr(weight, "to_local") else weight).device
+        device = local(weight).device
         gen = keyed_generator(cfg.job.seed, f"{name}.weight", device)
         full = torch.empty(tuple(weight.shape), device=device)
         return full.normal_(0.0, cfg.model.init_std, generator=gen)

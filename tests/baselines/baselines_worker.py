@@ -51,9 +51,13 @@ COMMON = [
     "8",
 ]
 
-RELORA = [*COMMON, "--method.name", "relora", "--optimizer.lr", "0.01"]
+# ffn_dim 175: gate/up rows and down_proj's columns split unevenly over two ranks, and
+# down_proj's A (8 x 175) takes the row-sharded fallback of the placement function.
+# relora.alpha 8: s = 1 (ReLoRA's 32 / 8 = 4 makes the tiny model's restarts spiky enough that
+# rounding differences between world sizes grow visibly).
+RELORA = [*COMMON, "--model.ffn_dim", "175", "--method.name", "relora", "--optimizer.lr", "0.01"]
+RELORA += ["--relora.alpha", "8"]
 
-# ffn_dim 175: the gate/up rows and down_proj's columns split unevenly over two ranks.
 GALORE = [
     *COMMON,
     "--method.name",
@@ -120,7 +124,12 @@ def relora_merge(info, out: Path) -> dict:
         logits_after = tr.model(tokens).detach().clone()
     reshard_(tr.model)
     after = snapshot()
+    placements = {
+        name: [str(pl) for pl in getattr(layer.lora_A, "placements", ())]
+        for name, layer in layers.items()
+    }
     return {
+        "a_placements": placements,
         "logits_before": logits_before,
         "logits_after": logits_after,
         "before": before,
@@ -186,7 +195,15 @@ def resume_runs(info, out: Path) -> None:
 def warm_start(info, out: Path) -> None:
     """ReLoRA started from a full-rank run's checkpoint (checkpoint.initial_load_path)."""
     full_run = out / "full_run"
-    args = [*COMMON, "--training.steps", "4", "--checkpoint.enable", "True"]
+    args = [
+        *COMMON,
+        "--model.ffn_dim",
+        "175",
+        "--training.steps",
+        "4",
+        "--checkpoint.enable",
+        "True",
+    ]
     train(parse_config([*args, "--job.dump_folder", str(full_run)]), info)
     source = str(full_run / "checkpoints/step-4")
     args = [*RELORA, "--training.steps", "2", "--checkpoint.initial_load_path", source]

@@ -73,6 +73,9 @@ def test_relora_pruning_keeps_the_requested_fraction(results, world):
 
 def test_relora_reset_is_world_size_independent(results):
     one, two = results[1][1]["relora"], results[2][1]["relora"]
+    placements = two["a_placements"]
+    assert placements["layers.0.mlp.down_proj"] == ["S(0)"]  # n = 175: row-sharded fallback
+    assert placements["layers.0.mlp.up_proj"] == ["S(1)"]
     torch.testing.assert_close(two["logits_after"], one["logits_after"], atol=1e-5, rtol=0)
     for name, new in one["after"].items():
         assert torch.equal(two["after"][name]["A"], new["A"]), name  # keyed draw
