@@ -189,7 +189,8 @@ class ReLoRAController:
     """Calls :func:`relora_reset_` after every ``reset_interval``-th optimizer step.
 
     Call :meth:`after_step` right after ``optimizer.step()`` (not before it: the gradients
-    of a step belong to the factors they were computed with). Its state (the reset count,
+    of a step belong to the factors they were computed with), with the FSDP2 units in their
+    sharded state (the layers' sharding is recorded at construction). Its state (the reset count,
     which keys the next draws) is checkpointed through state_dict / load_state_dict.
     """
 
@@ -204,6 +205,7 @@ class ReLoRAController:
         self.optimizer = optimizer
         self.options = options
         self.resets = 0
+        self.sharded = {name: isinstance(layer.lora_A, DTensor) for name, layer in layers.items()}
 
     def due(self, step: int) -> bool:
         """True when a reset follows the 0-based optimizer step `step`."""
@@ -213,6 +215,12 @@ class ReLoRAController:
         """Reset after the 0-based optimizer step `step` when it is due; True if it did."""
         if not self.due(step):
             return False
+        for name, layer in self.layers.items():
+            if self.sharded[name] and not isinstance(layer.lora_A, DTensor):
+                raise RuntimeError(
+                    f"{name}: parameters are not sharded DTensors right now (FSDP2 unsharded "
+                    "them); reshard the model before a ReLoRA reset"
+                )
         self.resets += 1
         relora_reset_(self.layers, self.optimizer, self.options, self.resets)
         return True
