@@ -165,8 +165,12 @@ class Compile:
 
 @dataclass
 class Precision:
-    mode: Literal["fp32", "bf16"] = "fp32"
-    """fp32, or bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy)."""
+    mode: Literal["fp32", "bf16", "float8"] = "fp32"
+    """fp32; bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy); or float8: bf16 plus torchao float8 matmuls in the frozen base linears of adapter layers and in full-rank linears (not lm_head, not dims indivisible by 16; emulated without float8 hardware)."""
+    float8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
+    """float8 scaling: one scale per tensor, or one per row (power-of-2 scales; more accurate, slower)."""
+    float8_all_gather: bool = False
+    """float8: FSDP2 all-gathers float8 weights (tensorwise only), with scales recomputed in one all-reduce after every optimizer step (and so after every switch or merge)."""
 
 
 @dataclass

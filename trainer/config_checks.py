@@ -49,6 +49,10 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
     tok = cfg.data.tokenizer
     if tok != "byte" and not Path(tok).is_file():
         raise ConfigError(f"data.tokenizer: tokenizer file {tok} does not exist")
+    if cfg.precision.float8_all_gather and cfg.precision.float8_recipe != "tensorwise":
+        raise ConfigError(
+            "precision.float8_all_gather: needs precision.float8_recipe = 'tensorwise'"
+        )
     m = cfg.method
     if m.name != "full":
         if m.rank < 1:
