@@ -67,8 +67,13 @@ def load_into(folder: Path, tensors: dict[str, torch.Tensor], no_dist: bool = Tr
 
 def read_tensor(folder: Path, key: str, meta: TensorStorageMetadata) -> torch.Tensor:
     """One saved tensor (full key) as a plain CPU tensor of its saved dtype."""
-    out = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
-    load_into(folder, {key: out})
+    return read_tensors(folder, {key: meta})[key]
+
+
+def read_tensors(folder: Path, metas: dict[str, TensorStorageMetadata]) -> dict[str, torch.Tensor]:
+    """A few saved tensors (full keys) as plain CPU tensors, read in one pass."""
+    out = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in metas.items()}
+    load_into(folder, dict(out))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def write_safetensors(
         tensors = {name: produce(name) for name in names}
         save_file(tensors, str(folder / file), metadata={"format": "pt"})
         del tensors
+        readable_by_all(folder / file)
         weight_map.update(dict.fromkeys(names, file))
         written.append(folder / file)
     if len(shards) > 1:
@@ -99,3 +101,10 @@ def write_safetensors(
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2))
         written.append(folder / INDEX_FILE)
     return written
+
+
+def readable_by_all(path: Path) -> None:
+    """Give a file the usual permissions of new files (safetensors creates them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint.errors import CheckpointError
-from trainer.export.hf_format import hf_config, hf_name, write_safetensors
+from trainer.export.hf_format import hf_config, hf_name, readable_by_all, write_safetensors
 from trainer.export.output import check_output, staging_folder, swap_in
 from trainer.export.source import ExportSource
 
@@ -151,6 +151,7 @@ def _write_adapters(source: ExportSource, folder: Path, fmt: str, dtype: torch.d
     from safetensors.torch import save_file
 
     save_file(tensors, str(folder / "adapters.safetensors"), metadata={"format": "pt"})
+    readable_by_all(folder / "adapters.safetensors")
     return [ADAPTER_CONFIG, "adapters.safetensors"]
 
 

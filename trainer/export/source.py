@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from trainer.checkpoint.dcp_index import MODEL_PREFIX, read_metadata, read_tensor, tensor_entries
+from trainer.checkpoint.dcp_index import MODEL_PREFIX, read_metadata, read_tensors, tensor_entries
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.manifest import model_args_of, read_manifest
 from trainer.model.args import ModelArgs
@@ -74,9 +74,11 @@ class ExportSource:
         method = self.manifest["method"]
         return float(method["alpha"]) / float(method["rank"])
 
-    def read(self, name: str) -> torch.Tensor:
-        """One saved model tensor, in its saved dtype."""
-        return read_tensor(self.folder, MODEL_PREFIX + name, self.entries[name])
+    def read(self, *names: str) -> list[torch.Tensor]:
+        """Saved model tensors (read together), in their saved dtype."""
+        metas = {MODEL_PREFIX + n: self.entries[n] for n in names}
+        found = read_tensors(self.folder, metas)
+        return [found[MODEL_PREFIX + n] for n in names]
 
     def plan_dense(self) -> dict[str, tuple[int, ...]]:
         """The dense names and shapes to write; raises if the checkpoint cannot provide them."""
@@ -111,16 +113,17 @@ class ExportSource:
     def dense_tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """One dense weight (merged when the layer is an adapter layer)."""
         if name in self.entries:
-            return self.read(name).to(dtype).contiguous()
+            return self.read(name)[0].to(dtype).contiguous()
         prefix = name[: -len(".weight")]
-        weight = self.read(prefix + BASE).float()
-        a = self.read(prefix + LORA_A).float()
-        b = self.read(prefix + LORA_B).float()
+        weight, a, b = (
+            t.float() for t in self.read(prefix + BASE, prefix + LORA_A, prefix + LORA_B)
+        )
         weight.addmm_(b, a, alpha=self.scale(prefix))
         return weight.to(dtype).contiguous()
 
     def adapter_tensors(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, tensor) of every lora_A and lora_B."""
         for prefix in self.adapter_prefixes():
-            for suffix in (LORA_A, LORA_B):
-                yield prefix + suffix, self.read(prefix + suffix).to(dtype).contiguous()
+            a, b = self.read(prefix + LORA_A, prefix + LORA_B)
+            yield prefix + LORA_A, a.to(dtype).contiguous()
+            yield prefix + LORA_B, b.to(dtype).contiguous()
