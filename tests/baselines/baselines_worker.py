@@ -4,8 +4,9 @@
 baselines_worker.py OUT`` write, from rank 0, OUT/<world>/results.pt with:
 - "relora": logits before and after a merge-and-reinit of a trained model, the full W, A, B
   before and after, and the adapters' Adam moments and steps before and after pruning;
-- "galore": the losses and the full parameters after 20 steps with projector refreshes at
-  steps 0, 7 and 14;
+- "galore": the losses, the full parameters and logits after 20 steps with projector
+  refreshes at steps 0, 7 and 14;
+checkpoints of those two states (OUT/<world>/relora_export, galore_export) for the export check,
 and the dump folders of short runs of the training loop (summary.json, TensorBoard events):
 relora_run, galore_run (two resets, three projector refreshes); <method>_straight and
 <method>_resumed (12 steps, and the same resumed from the straight run's step-6 checkpoint),
@@ -16,6 +17,7 @@ test_baselines_distributed.py compares them with references and across world siz
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from torch.distributed.tensor import DTensor
 from parallel.distributed import init_distributed, shutdown
 from switchlora.relora import relora_reset_
 from trainer.baselines import reshard_
+from trainer.checkpoint import CheckpointManager
 from trainer.cli import parse_config
 from trainer.train import build_trainer, train, train_step
 
@@ -88,6 +91,15 @@ def batches(tr, steps: int):
         yield [next(it) for _ in range(tr.grad_accum)]
 
 
+def save_checkpoint(tr, cfg, folder: Path) -> None:
+    """A checkpoint of the trainer's current state in ``folder`` (for the export check)."""
+    target = dataclasses.replace(
+        cfg,
+        checkpoint=dataclasses.replace(cfg.checkpoint, enable=True, async_mode="disabled"),
+    )
+    CheckpointManager(target, tr.info, folder, log=lambda _: None).save(tr, {})
+
+
 def relora_merge(info, out: Path) -> dict:
     """Train 3 steps, then one reset (merge, re-draw, prune 99.9 %) by hand."""
     cfg = parse_config([*RELORA, "--training.steps", "10", "--job.dump_folder", str(out / "x")])
@@ -124,6 +136,7 @@ def relora_merge(info, out: Path) -> dict:
         logits_after = tr.model(tokens).detach().clone()
     reshard_(tr.model)
     after = snapshot()
+    save_checkpoint(tr, cfg, out / "relora_export")
     placements = {
         name: [str(pl) for pl in getattr(layer.lora_A, "placements", ())]
         for name, layer in layers.items()
@@ -151,10 +164,14 @@ def galore_steps(info, out: Path) -> dict:
         dist.all_reduce(total)
         losses.append(total.item())
     params = {name: full(p) for name, p in tr.model.named_parameters()}
+    with torch.no_grad():
+        logits = tr.model(fixed_tokens(tr.model_args.vocab_size)).detach().clone()
+    reshard_(tr.model)
+    save_checkpoint(tr, cfg, out / "galore_export")
     sides = {}
     for p in tr.method.optimizer.param_groups[0]["params"]:
         sides[tuple(p.shape)] = tuple(tr.method.optimizer.state[p]["projector"].shape)
-    return {"losses": losses, "params": params, "projector_shapes": sides}
+    return {"losses": losses, "params": params, "projector_shapes": sides, "logits": logits}
 
 
 def loop_runs(info, out: Path) -> None:

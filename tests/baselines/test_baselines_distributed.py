@@ -144,3 +144,40 @@ def test_resume_on_one_process_from_a_two_process_checkpoint(results, method):
     one = json.loads((results[1][0] / f"{method}_from2/summary.json").read_text())
     assert one["train_losses"] == pytest.approx(two["train_losses"], rel=1e-5)
     assert one["val_losses"] == pytest.approx(two["val_losses"], rel=1e-5)
+
+
+def exported_logits(checkpoint, output, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits of a plain Llama loaded from the merged dense export of ``checkpoint``."""
+    from trainer.export import export_checkpoint
+    from trainer.model.args import ModelArgs
+    from trainer.model.llama import Llama
+
+    export_checkpoint(checkpoint, output, fmt="torch", log=lambda _: None)
+    cfg = json.loads((output / "config.json").read_text())
+    args = ModelArgs(
+        dim=cfg["hidden_size"],
+        n_layers=cfg["num_hidden_layers"],
+        n_heads=cfg["num_attention_heads"],
+        n_kv_heads=cfg["num_key_value_heads"],
+        ffn_dim=cfg["intermediate_size"],
+        vocab_size=cfg["vocab_size"],
+        max_seq_len=cfg["max_position_embeddings"],
+    )
+    model = Llama(args)
+    state = torch.load(output / "model.pt")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    with torch.no_grad():
+        return model(tokens)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_dense_export_computes_the_trained_model(results, world, tmp_path):
+    from tests.baselines.baselines_worker import fixed_tokens
+
+    folder, r = results[world]
+    relora = r["relora"]["logits_after"]
+    tokens = fixed_tokens(relora.shape[-1])
+    for name, want in (("relora", relora), ("galore", r["galore"]["logits"])):
+        checkpoint = next((folder / f"{name}_export/checkpoints").iterdir())
+        got = exported_logits(checkpoint, tmp_path / name, tokens)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=name)
