@@ -12,29 +12,8 @@ lr * sqrt(1 - beta2^t) / (1 - beta1^t)) and no moment reset when P changes; N = 
 projected back, scaled by `scale` and applied; decoupled weight decay follows the update.
 Parameters of groups without a rank get the same AdamW unprojected.
 
-Singular vectors come from the eigen-decomposition of a Gram matrix of the smaller side, in
-float64 (the Gram squares the condition number, float64 keeps the top-r subspace as
-accurate as an fp32 SVD): right singular vectors from G^T G (n x n), left ones from G G^T
-(m x m). Each eigenvector is signed so that its largest-magnitude entry is positive: the sign
-of an SVD is arbitrary, but here it is not harmless (moments are kept across refreshes), so
-it is fixed by this rule rather than left to the solver.
-
-Under FSDP2 the gradient is row-sharded (Shard(0) on m; the last mesh dimension shards,
-others replicate). Work per projected weight, with k ranks in the shard group and an owner
-rank (weights dealt round-robin over the group, so the eigen-decompositions spread out):
-
-- right: each rank forms G_loc^T G_loc; the sum is reduced to the owner (n^2 numbers <= m n),
-  which decomposes it and broadcasts V_r. P is replicated; R and the moments are row-sharded
-  like G; projection and back-projection need no communication.
-- left: G G^T couples rows held by different ranks, so the owner gathers the rows of G
-  (m n numbers, fewer than the n^2 of G^T G) and broadcasts U_r; every rank keeps its own rows
-  of P. R^T = sum_ranks G_loc^T P_loc is reduce-scattered over n, so the moments are stored
-  transposed, [n, r], sharded on n; N^T is all-gathered (n r numbers) for P_loc N.
-  Per step this moves 2 n r numbers per weight, against m n for the gradient itself.
-
-Every rank's projector is therefore the owner's, bit for bit. States are DTensors on the
-parameter's mesh (moments Shard(0), right projectors replicated, left projectors Shard(0))
-so that torch.distributed.checkpoint saves and reshards them; single-process they are plain.
+The projector (its side, its computation from a Gram matrix and how it is distributed under
+FSDP2) is in switchlora.galore_projector.
 """
 
 from __future__ import annotations
@@ -45,180 +24,23 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed import ProcessGroup
-from torch.distributed.tensor import DTensor, Shard
 from torch.optim import Optimizer
 
-from switchlora.sharding import as_sharded_like, local, local_range, sharded_range
-
-GRAM_DTYPE = torch.float64
-"""Precision of the Gram matrices and their eigen-decomposition."""
-
-
-def projection_side(m: int, n: int) -> str:
-    """ "right" (project the n side away) when m >= n, else "left"."""
-    return "right" if m >= n else "left"
-
-
-def moment_shape(m: int, n: int, rank: int) -> tuple[int, int]:
-    """Global shape of the projected gradient and each Adam moment: [m, r] or, left, [n, r]."""
-    return (m, rank) if projection_side(m, n) == "right" else (n, rank)
-
-
-def projector_shape(m: int, n: int, rank: int) -> tuple[int, int]:
-    """Global shape of P: [r, n] (right) or [m, r] (left)."""
-    return (rank, n) if projection_side(m, n) == "right" else (m, rank)
-
-
-def state_numel(m: int, n: int, rank: int) -> int:
-    """Optimizer-state numbers of one projected weight: two moments plus the projector."""
-    rows, cols = moment_shape(m, n, rank)
-    p_rows, p_cols = projector_shape(m, n, rank)
-    return 2 * rows * cols + p_rows * p_cols
+from switchlora.galore_projector import (
+    compute_projector,
+    moment_shape,
+    project,
+    project_back,
+    projection_side,
+    projector_shape,
+)
+from switchlora.row_collectives import shard_group
+from switchlora.sharding import as_sharded_like, local, sharded_range
 
 
 def refresh_count(steps: int, update_interval: int) -> int:
     """Projector computations after `steps` optimizer steps (one at step 0, then every interval)."""
     return 0 if steps <= 0 else (steps - 1) // update_interval + 1
-
-
-def canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
-    """Flip each column so that its largest-magnitude entry (first one on ties) is positive."""
-    rows = vectors.abs().argmax(dim=0)
-    signs = torch.sign(vectors[rows, torch.arange(vectors.shape[1], device=vectors.device)])
-    return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
-
-
-def top_eigenvectors(gram: torch.Tensor, rank: int) -> torch.Tensor:
-    """[d, rank]: eigenvectors of the `rank` largest eigenvalues, descending, canonical signs."""
-    _, vectors = torch.linalg.eigh(gram)
-    return canonical_signs(vectors[:, -rank:].flip(1))
-
-
-def shard_group(tensor: torch.Tensor) -> ProcessGroup | None:
-    """The process group over which `tensor` is row-sharded, or None (plain or one rank)."""
-    if not isinstance(tensor, DTensor):
-        return None
-    placement = tensor.placements[-1]
-    if not (isinstance(placement, Shard) and placement.dim == 0):
-        raise ValueError(f"GaLore expects row-sharded (Shard(0)) weights, got {tensor.placements}")
-    mesh = tensor.device_mesh
-    group = mesh.get_group(mesh.ndim - 1)
-    return group if dist.get_world_size(group) > 1 else None
-
-
-def _chunk(length: int, world: int) -> int:
-    """torch.chunk's piece size: every rank's rows fit in it."""
-    return -(-length // world)
-
-
-def _pad_rows(rows: torch.Tensor, size: int) -> torch.Tensor:
-    if rows.shape[0] == size:
-        return rows.contiguous()
-    pad = rows.new_zeros(size - rows.shape[0], *rows.shape[1:])
-    return torch.cat([rows, pad])
-
-
-def _gather_rows_to(
-    rows: torch.Tensor, length: int, group: ProcessGroup, owner: int
-) -> torch.Tensor | None:
-    """The full [length, ...] tensor from every rank's chunk of rows, on the owner only."""
-    world = dist.get_world_size(group)
-    chunk = _chunk(length, world)
-    padded = _pad_rows(rows, chunk)
-    is_owner = dist.get_rank(group) == owner
-    pieces = [torch.empty_like(padded) for _ in range(world)] if is_owner else None
-    dist.gather(padded, pieces, dst=dist.get_global_rank(group, owner), group=group)
-    return torch.cat(pieces)[:length] if is_owner else None
-
-
-def _reduce_scatter_rows(partial: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
-    """This rank's chunk of rows of the sum over ranks of `partial` [length, ...]."""
-    world = dist.get_world_size(group)
-    length = partial.shape[0]
-    chunk = _chunk(length, world)
-    padded = _pad_rows(partial, chunk * world)
-    out = padded.new_empty(chunk, *partial.shape[1:])
-    dist.reduce_scatter_tensor(out, padded, group=group)
-    rank = dist.get_rank(group)
-    return out[: max(0, min(chunk, length - rank * chunk))]
-
-
-def _all_gather_rows(rows: torch.Tensor, length: int, group: ProcessGroup) -> torch.Tensor:
-    """The full [length, ...] tensor from every rank's chunk of rows, on every rank."""
-    world = dist.get_world_size(group)
-    chunk = _chunk(length, world)
-    padded = _pad_rows(rows, chunk)
-    out = padded.new_empty(chunk * world, *rows.shape[1:])
-    dist.all_gather_into_tensor(out, padded, group=group)
-    return out[:length]
-
-
-def _basis_on_owner(
-    gram: torch.Tensor | None,
-    dim: int,
-    rank: int,
-    group: ProcessGroup | None,
-    owner: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Top-`rank` eigenvectors [dim, rank] of `gram` (given on the owner only), broadcast."""
-    if group is None:
-        return top_eigenvectors(gram, rank)
-    if dist.get_rank(group) == owner:
-        basis = top_eigenvectors(gram, rank).contiguous()
-    else:
-        basis = torch.empty(dim, rank, dtype=GRAM_DTYPE, device=device)
-    dist.broadcast(basis, src=dist.get_global_rank(group, owner), group=group)
-    return basis
-
-
-@torch.no_grad()
-def compute_projector(grad: torch.Tensor, rank: int, owner: int = 0) -> torch.Tensor:
-    """This rank's part of the projector of `grad` (plain or row-sharded DTensor [m, n]).
-
-    Right: P [r, n], the same on every rank. Left: the local rows of P [m, r]. A collective
-    on the shard group: every rank calls it for the same weights in the same order.
-    """
-    m, n = grad.shape
-    g = local(grad).to(GRAM_DTYPE)
-    group = shard_group(grad)
-    is_owner = group is None or dist.get_rank(group) == owner
-    if projection_side(m, n) == "right":
-        gram = g.T @ g
-        if group is not None:
-            dist.reduce(gram, dst=dist.get_global_rank(group, owner), group=group)
-        basis = _basis_on_owner(gram if is_owner else None, n, rank, group, owner, g.device)
-        return basis.T.to(grad.dtype).contiguous()
-    full = g if group is None else _gather_rows_to(g, m, group, owner)
-    gram = full @ full.T if is_owner else None
-    basis = _basis_on_owner(gram, m, rank, group, owner, g.device)
-    start, length = local_range(grad, 0)
-    return basis[start : start + length].to(grad.dtype).contiguous()
-
-
-def project(grad: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
-    """Local projected gradient: right G_loc P^T [m_loc, r]; left this rank's rows of G^T P [n, r]."""
-    m, n = grad.shape
-    g, p = local(grad), local(projector)
-    if projection_side(m, n) == "right":
-        return g @ p.T
-    partial = g.T @ p
-    group = shard_group(grad)
-    return partial if group is None else _reduce_scatter_rows(partial, group)
-
-
-def project_back(
-    normalized: torch.Tensor, projector: torch.Tensor, like: torch.Tensor
-) -> torch.Tensor:
-    """Local full-rank update rows [m_loc, n] from the local normalised moment."""
-    m, n = like.shape
-    p = local(projector)
-    if projection_side(m, n) == "right":
-        return normalized @ p
-    group = shard_group(like)
-    full = normalized if group is None else _all_gather_rows(normalized, n, group)
-    return p @ full.T
 
 
 def _zeros_sharded(like: torch.Tensor, shape: tuple[int, int], dim: int | None) -> torch.Tensor:

@@ -16,12 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from switchlora.galore import (
-    GaLoreAdamW,
+from switchlora.galore import GaLoreAdamW, refresh_count
+from switchlora.galore_projector import (
     compute_projector,
     moment_shape,
     projector_shape,
-    refresh_count,
     state_numel,
 )
 from trainer.baselines import galore_param_groups
