@@ -93,6 +93,8 @@ class CheckpointManager:
         """
         folder = self._resume_folder()
         if folder is not None:
+            if self.cfg.initial_load_path:
+                self.log("checkpoint: resuming this run, so initial_load_path is not used")
             return self._load_full(parts, folder)
         if not self.cfg.initial_load_path:
             return None
