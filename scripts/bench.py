@@ -1,0 +1,187 @@
+"""Benchmark training methods, precisions and data-parallel layouts side by side.
+
+    torchrun --nproc_per_node=2 scripts/bench.py --config configs/tiny_switch.toml \\
+        --methods full,lora,switchlora --precisions bf16 --layouts fsdp,replicate \\
+        --warmup 3 --steps 5 --out outputs/bench/tiny [--section.field VALUE ...]
+
+Every case is built with the trainer's own build path and stepped with its train_step
+(see trainer/bench_run.py). Unknown flags are trainer config overrides (shrink the model,
+the batch, the steps). Writes <out>/results.json and <out>/results.md (rank 0).
+
+Launch modes: under torchrun every case runs in the same processes, one after the other.
+As a plain process, ``--nproc N`` starts torchrun itself: once for all cases, or once per
+case with ``--isolate`` (clean peak-memory figures and compile caches per case); without
+``--nproc`` it runs the cases in this single process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import typing
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from parallel.comm_stats import CommCounter  # noqa: E402
+from parallel.distributed import _free_port, init_distributed, shutdown  # noqa: E402
+from trainer.bench_report import add_ratios, markdown_table  # noqa: E402
+from trainer.bench_run import LAYOUTS, PRECISIONS, Case, case_flags, run_case  # noqa: E402
+from trainer.cli import parse_config  # noqa: E402
+from trainer.config import Method  # noqa: E402
+
+DEFAULT_METHODS = ("full", "lora", "switchlora")
+
+
+def known_methods() -> tuple[str, ...]:
+    """Method names the trainer's config accepts (relora/galore once they exist)."""
+    return typing.get_args(typing.get_type_hints(Method)["name"])
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+    )
+    p.add_argument("--config", required=True, help="trainer TOML config")
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated methods, or 'all' for every method the config accepts",
+    )
+    p.add_argument("--precisions", default="bf16", help=f"comma-separated: {', '.join(PRECISIONS)}")
+    p.add_argument("--layouts", default="fsdp", help=f"comma-separated: {', '.join(LAYOUTS)}")
+    p.add_argument("--warmup", type=int, default=3, help="unmeasured steps per case")
+    p.add_argument("--steps", type=int, default=5, help="measured steps per case")
+    p.add_argument("--out", default="outputs/bench", help="folder for results.json / results.md")
+    p.add_argument("--nproc", type=int, default=0, help="start torchrun with N processes")
+    p.add_argument("--isolate", action="store_true", help="with --nproc: one torchrun per case")
+    return p.parse_known_args(argv)
+
+
+def cases_of(args: argparse.Namespace) -> list[Case]:
+    methods = known_methods() if args.methods == "all" else tuple(args.methods.split(","))
+    for m in methods:
+        if m not in known_methods():
+            raise SystemExit(f"unknown method {m!r}; the config accepts {known_methods()}")
+    return [
+        Case(m, p, lay)
+        for lay in args.layouts.split(",")
+        for p in args.precisions.split(",")
+        for m in methods
+    ]
+
+
+def meta(args: argparse.Namespace, overrides: list[str], world: int) -> dict:
+    try:
+        import torchao
+
+        torchao_version = torchao.__version__
+    except ImportError:
+        torchao_version = None
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": args.config,
+        "overrides": overrides,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "world_size": world,
+        "device": device or "cpu",
+        "torch": torch.__version__,
+        "torchao": torchao_version,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def write_outputs(out: Path, info: dict, results: list[dict]) -> None:
+    add_ratios(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": info, "results": results}, indent=2))
+    ok = [r for r in results if "error" not in r]
+    failed = "".join(f"- {r['case']}: {r['error']}\n" for r in results if "error" in r)
+    header = (
+        f"`{info['command']}` ({info['world_size']} x {info['device']}, torch {info['torch']})\n\n"
+    )
+    (out / "results.md").write_text(
+        header + markdown_table(ok) + (f"\nFailed cases:\n{failed}" if failed else "")
+    )
+    print((out / "results.md").read_text(), flush=True)
+
+
+def run_in_process(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Run every case in this process group (under torchrun, or a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    results: list[dict] = []
+    rank = 0
+    with CommCounter() as comm:
+        for case in cases_of(args):
+            flags = case_flags(case, world)
+            cfg = parse_config(["--config", args.config, *overrides, *flags])
+            info = init_distributed(
+                cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard
+            )
+            rank = info.rank
+            try:
+                result = run_case(cfg, info, case, args.warmup, args.steps, comm)
+            except Exception as exc:  # record and go on with the next case
+                if rank == 0:
+                    traceback.print_exc()
+                result = {"case": case.name, "error": f"{type(exc).__name__}: {exc}"}
+            results.append(result)
+            if rank == 0:
+                print(f"{case.name}: done", flush=True)
+    if rank == 0:
+        write_outputs(Path(args.out), meta(args, overrides, world), results)
+    shutdown()
+
+
+def torchrun(nproc: int, argv: list[str]) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, *argv]
+    subprocess.run(cmd, check=True)
+
+
+def strip(argv: list[str], flag: str, has_value: bool) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = has_value
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    if "WORLD_SIZE" in os.environ or args.nproc <= 0:
+        run_in_process(args, overrides)
+        return 0
+    child = strip(strip(argv, "--nproc", True), "--isolate", False)
+    if not args.isolate:
+        torchrun(args.nproc, child)
+        return 0
+    results = []
+    for i, case in enumerate(cases_of(args)):
+        sub = Path(args.out) / "cases" / f"{i:02d}"
+        per_case = child
+        for flag in ("--methods", "--precisions", "--layouts", "--out"):
+            per_case = strip(per_case, flag, True)
+        selection = ["--methods", case.method, "--precisions", case.precision]
+        torchrun(args.nproc, [*per_case, *selection, "--layouts", case.layout, "--out", str(sub)])
+        results += json.loads((sub / "results.json").read_text())["results"]
+    write_outputs(Path(args.out), meta(args, overrides, args.nproc), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

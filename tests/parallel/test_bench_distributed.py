@@ -1,0 +1,106 @@
+"""The benchmark on 2 gloo processes: counted gradient traffic equals the trainable share.
+
+SwitchLoRA reduces only the gradients of trainable tensors (adapters, embeddings, norms,
+lm_head), so its counted reduce bytes per step divided by full-rank's equal its trainable
+parameter count over the full model's, under FSDP (reduce-scatter) and under replicate
+(all-reduce). Replicate all-gathers nothing; float8 all-gather moves fewer bytes than bf16.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ROOT, run_torchrun
+from trainer.bench_report import reduce_bytes
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    common = [
+        "--config",
+        str(ROOT / "configs/tiny_switch.toml"),
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--training.seq_len",
+        "32",
+        "--training.global_batch_size",
+        "4",
+    ]
+    run_torchrun(
+        ROOT / "scripts/bench.py",
+        [
+            *common,
+            "--methods",
+            "full,switchlora",
+            "--precisions",
+            "fp32",
+            "--layouts",
+            "fsdp,replicate",
+            "--out",
+            str(out / "layouts"),
+        ],
+    )
+    run_torchrun(
+        ROOT / "scripts/bench.py",
+        [
+            *common,
+            "--methods",
+            "switchlora",
+            "--precisions",
+            "bf16,float8_ag",
+            "--layouts",
+            "fsdp",
+            "--out",
+            str(out / "float8"),
+        ],
+    )
+    return out
+
+
+def _results(folder):
+    data = json.loads((folder / "results.json").read_text())
+    assert all("error" not in r for r in data["results"]), data["results"]
+    return {(r["method"], r["precision"], r["layout"]): r for r in data["results"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["fsdp", "replicate"])
+def test_reduce_bytes_ratio_is_trainable_fraction(bench, layout):
+    runs = _results(bench / "layouts")
+    full, switch = runs[("full", "fp32", layout)], runs[("switchlora", "fp32", layout)]
+    fraction = switch["trainable_params"] / full["params"]
+    assert 0.3 < fraction < 0.6
+    ratio = reduce_bytes(switch) / reduce_bytes(full)
+    assert ratio == pytest.approx(fraction, rel=0.01)
+    assert switch["vs_full"]["reduce_bytes"] == pytest.approx(ratio)
+    assert switch["vectors_switched_per_step"] > 0
+    kind = "reduce_scatter" if layout == "fsdp" else "all_reduce"
+    other = "all_reduce" if layout == "fsdp" else "reduce_scatter"
+    for run in (full, switch):
+        # fp32 reduction: 4 bytes per trainable parameter, all of it in one collective kind.
+        assert run["comm_per_step"][kind]["bytes"] == pytest.approx(
+            4 * run["trainable_params"], rel=0.01
+        )
+        assert run["comm_per_step"][other]["bytes"] < 1e-3 * reduce_bytes(run)
+    gathered = switch["comm_per_step"]["all_gather"]["bytes"]
+    if layout == "replicate":
+        assert gathered == 0  # no frozen-weight (or any) all-gather
+    else:
+        assert gathered >= 4 * switch["params"]  # forward (+ backward) all-gather of everything
+
+
+@pytest.mark.slow
+def test_float8_all_gather_moves_fewer_bytes(bench):
+    runs = _results(bench / "float8")
+    bf16, fp8 = runs[("switchlora", "bf16", "fsdp")], runs[("switchlora", "float8_ag", "fsdp")]
+    assert (
+        fp8["comm_per_step"]["all_gather"]["bytes"]
+        < 0.8 * bf16["comm_per_step"]["all_gather"]["bytes"]
+    )
+    assert reduce_bytes(fp8) == pytest.approx(reduce_bytes(bf16), rel=0.01)
+    assert fp8["final_loss"] == pytest.approx(bf16["final_loss"], rel=0.05)

@@ -1,0 +1,82 @@
+"""Benchmark results: ratios against full-rank and the markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIB = 2**20
+
+
+def reduce_bytes(result: dict[str, Any]) -> float:
+    """Gradient-reduction payload per step: reduce-scatter plus all-reduce bytes."""
+    comm = result["comm_per_step"]
+    return comm["reduce_scatter"]["bytes"] + comm["all_reduce"]["bytes"]
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """Add ``vs_full`` ratios to every result with a full-rank result of the same precision and layout."""
+    full = {(r["precision"], r["layout"]): r for r in results if r["method"] == "full"}
+    for r in results:
+        base = full.get((r["precision"], r["layout"]))
+        if base is None:
+            continue
+        base_reduce = reduce_bytes(base)
+        r["vs_full"] = {
+            "step_time": r["step_s"] / base["step_s"],
+            "cpu_time": r["cpu_s_per_step"] / base["cpu_s_per_step"],
+            "reduce_bytes": reduce_bytes(r) / base_reduce if base_reduce else None,
+            "all_gather_bytes": _ratio(
+                r["comm_per_step"]["all_gather"]["bytes"],
+                base["comm_per_step"]["all_gather"]["bytes"],
+            ),
+            "trainable_fraction": r["trainable_params"] / base["params"],
+            "peak_memory": r["peak_bytes"] / base["peak_bytes"],
+        }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _mib(value: float) -> str:
+    return f"{value / MIB:.2f}"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """Two markdown tables: time and communication, then memory and compile counters."""
+    time_rows = [
+        "| method | precision | layout | tokens/s | step ms | CPU s/step | vs full | switch/hook ms | "
+        "hook share | vectors/step | all-gather MiB/step | reduce-scatter MiB/step | "
+        "all-reduce MiB/step | reduce vs full | trainable / full params |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    mem_rows = [
+        "| method | precision | layout | peak MiB | trainable params MiB | frozen params MiB | "
+        "grads MiB | optimizer MiB | pools MiB | MFU | graphs | graph breaks | recompiles (measured) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        comm = r["comm_per_step"]
+        vs = r.get("vs_full", {})
+        key = f"| {r['method']} | {r['precision']} | {r['layout']} |"
+        time_rows.append(
+            f"{key} {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.1f} | "
+            f"{r['cpu_s_per_step']:.3f} | {_fmt(vs.get('step_time'), '.3f')} | "
+            f"{r['hook_s'] * 1e3:.2f} | {r['hook_share']:.2%} | "
+            f"{r['vectors_switched_per_step']:.0f} | {_mib(comm['all_gather']['bytes'])} | "
+            f"{_mib(comm['reduce_scatter']['bytes'])} | {_mib(comm['all_reduce']['bytes'])} | "
+            f"{_fmt(vs.get('reduce_bytes'), '.4f')} | {_fmt(vs.get('trainable_fraction'), '.4f')} |"
+        )
+        mfu = r.get("mfu")
+        mem_rows.append(
+            f"{key} {_mib(r['peak_bytes'])} | {_mib(r['param_bytes']['trainable'])} | "
+            f"{_mib(r['param_bytes']['frozen'])} | {_mib(r['grad_bytes'])} | "
+            f"{_mib(r['optimizer_bytes'])} | {_mib(r['pool_bytes'])} | "
+            f"{_fmt(mfu, '.1%')} | {r['compiled_graphs']} | {r['graph_breaks']} | "
+            f"{r['recompiles_measured']} |"
+        )
+    return "\n".join(time_rows) + "\n\n" + "\n".join(mem_rows) + "\n"

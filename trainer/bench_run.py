@@ -1,0 +1,258 @@
+"""One benchmark case: build a run through the trainer, warm it up, measure a few steps.
+
+The model, method, precision and sharding come from :func:`trainer.train.build_trainer`
+and every step is :func:`trainer.train.train_step`, so the numbers are the trainer's own.
+Measured per step: wall time (with a device synchronisation around each step), process CPU
+time, the method hook's time (the SwitchLoRA switch; ReLoRA merge, GaLore refresh) with a
+synchronisation around it, the collectives' bytes (:class:`parallel.comm_stats.CommCounter`),
+memory by kind, and torch.compile's graph, graph-break and recompile counts.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._dynamo.utils import counters
+
+from parallel.comm_stats import KINDS, CommCounter
+from trainer.bench_memory import (
+    gradient_bytes,
+    optimizer_bytes,
+    parameter_bytes,
+    peak_bytes,
+    reset_peak,
+)
+from trainer.config import JobConfig
+from trainer.metrics import peak_flops
+from trainer.train import Trainer, build_trainer, train_step
+
+PRECISIONS: dict[str, list[str]] = {
+    "fp32": ["--precision.mode", "fp32"],
+    "bf16": ["--precision.mode", "bf16"],
+    "float8": ["--precision.mode", "float8", "--precision.float8_recipe", "tensorwise"],
+    "float8_rowwise": ["--precision.mode", "float8", "--precision.float8_recipe", "rowwise"],
+    "float8_ag": [
+        "--precision.mode",
+        "float8",
+        "--precision.float8_recipe",
+        "tensorwise",
+        "--precision.float8_all_gather",
+        "True",
+    ],
+}
+"""Precision names of the benchmark and the config flags each sets."""
+
+LAYOUTS = ("fsdp", "hsdp", "replicate")
+"""fsdp: shard over all ranks; hsdp: 2 replicas x world/2 shards; replicate: DDP semantics."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked combination."""
+
+    method: str
+    precision: str
+    layout: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/{self.precision}/{self.layout}"
+
+
+def layout_flags(layout: str, world: int) -> list[str]:
+    """Config flags of a data-parallel layout for ``world`` ranks."""
+    if layout == "fsdp":
+        return ["--parallel.dp_replicate", "1", "--parallel.dp_shard", str(world)]
+    if layout == "replicate":
+        return ["--parallel.dp_replicate", str(world), "--parallel.dp_shard", "1"]
+    if layout == "hsdp":
+        if world < 4 or world % 2:
+            raise ValueError(f"layout hsdp needs an even world size >= 4, got {world}")
+        return ["--parallel.dp_replicate", "2", "--parallel.dp_shard", str(world // 2)]
+    raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+
+
+def case_flags(case: Case, world: int) -> list[str]:
+    """Config flags that select a case (method, precision, layout), no logging or checkpoints."""
+    if case.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {case.precision!r}; known: {', '.join(PRECISIONS)}")
+    return [
+        "--method.name",
+        case.method,
+        *PRECISIONS[case.precision],
+        *layout_flags(case.layout, world),
+        "--metrics.tensorboard",
+        "False",
+        "--checkpoint.enable",
+        "False",
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[int], Any], device: torch.device, log: list[float]) -> Callable:
+    """Wrap a method hook: synchronise, time it, append the seconds to ``log``."""
+
+    def wrapper(step: int) -> Any:
+        _sync(device)
+        start = time.perf_counter()
+        out = fn(step)
+        _sync(device)
+        log.append(time.perf_counter() - start)
+        return out
+
+    return wrapper
+
+
+def _dynamo_totals() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process."""
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
+def _flops_per_token(tr: Trainer) -> float:
+    """Training FLOPs per token as the method computes them (the trainer's MFU definition)."""
+    m = tr.cfg.method
+    rank = m.rank if m.name in ("lora", "switchlora", "relora") else 0
+    return tr.model_args.flops_per_token(tr.cfg.training.seq_len, rank, tuple(m.target_modules))
+
+
+def _max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise maximum over ranks (the slowest rank sets the step time)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str, Any]:
+    """Warm up, then measure ``steps`` steps of a built trainer (collectives counted by ``comm``)."""
+    device = tr.info.device
+    hook_times: list[float] = []
+    tr.method.before_optimizer_step = _timed(tr.method.before_optimizer_step, device, hook_times)
+    tr.method.after_optimizer_step = _timed(tr.method.after_optimizer_step, device, hook_times)
+    grads: list[int] = []
+    inner_before = tr.method.before_optimizer_step
+
+    def before_with_grads(step: int) -> Any:
+        if not grads:
+            grads.append(gradient_bytes(tr.model))
+        return inner_before(step)
+
+    it = iter(tr.data.train)
+    graphs0, breaks0 = _dynamo_totals()
+    for _ in range(warmup):
+        loss, _, _ = train_step(tr, [next(it) for _ in range(tr.grad_accum)])
+    _sync(device)
+    graphs1, breaks1 = _dynamo_totals()
+    tr.method.before_optimizer_step = before_with_grads
+    hook_times.clear()
+    reset_peak(device)
+    switched = 0.0
+    wall: list[float] = []
+    cpu: list[float] = []
+    comm.reset()
+    for _ in range(steps):
+        batches = [next(it) for _ in range(tr.grad_accum)]
+        _sync(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss, _, metrics = train_step(tr, batches)
+        _sync(device)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+        switched += metrics.get("switch/vectors_switched", 0.0)
+    totals = comm.snapshot()
+    graphs2, breaks2 = _dynamo_totals()
+    if dist.is_initialized():
+        dist.all_reduce(loss)  # each rank holds its share of the global mean
+    # Per-step hook time: before + after hooks of one step.
+    per_step_hook = [a + b for a, b in zip(hook_times[0::2], hook_times[1::2])]
+    step_s, cpu_s, hook_s, hook_mean_s = _max_over_ranks(
+        [
+            statistics.median(wall),
+            statistics.mean(cpu),
+            statistics.median(per_step_hook),
+            statistics.mean(per_step_hook),
+        ],
+        device,
+    )
+    t = tr.cfg.training
+    tokens = t.global_batch_size * t.seq_len
+    n_params = sum(p.numel() for p in tr.model.parameters())
+    n_trainable = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
+    controller = tr.method.stateful.get("switch")
+    peak = peak_flops(device)
+    result: dict[str, Any] = {
+        "tokens_per_step": tokens,
+        "step_s": step_s,
+        "step_s_all": wall,
+        "cpu_s_per_step": cpu_s,
+        "tokens_per_s": tokens / step_s,
+        "mfu": (
+            _flops_per_token(tr) * tokens / step_s / (peak * tr.info.world_size) if peak else None
+        ),
+        "hook_s": hook_s,
+        "hook_mean_s": hook_mean_s,
+        "hook_share": hook_s / step_s,
+        "vectors_switched_per_step": switched / steps,
+        "final_loss": float(loss),
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "param_bytes": parameter_bytes(tr.model),
+        "grad_bytes": grads[0] if grads else 0,
+        "optimizer_bytes": optimizer_bytes(tr.method.optimizer),
+        "pool_bytes": controller.pool_bytes() if hasattr(controller, "pool_bytes") else 0,
+        "peak_bytes": peak_bytes(device),
+        "comm_per_step": {
+            kind: {
+                "calls": totals[kind].calls / steps,
+                "bytes": totals[kind].bytes / steps,
+                "wire_bytes": totals[kind].wire_bytes / steps,
+            }
+            for kind in KINDS
+        },
+        "compiled_graphs": graphs1 - graphs0,
+        "graph_breaks": breaks2 - breaks0,
+        "recompiles_measured": graphs2 - graphs1,
+        "graph_breaks_measured": breaks2 - breaks1,
+    }
+    return result
+
+
+def run_case(
+    cfg: JobConfig, info: Any, case: Case, warmup: int, steps: int, comm: CommCounter
+) -> dict[str, Any]:
+    """Build the trainer for ``cfg`` (already set to ``case``) and measure it."""
+    torch._dynamo.reset()
+    counters.clear()
+    gc.collect()
+    if info.device.type == "cuda":
+        torch.cuda.empty_cache()
+    reset_peak(info.device)
+    tr = build_trainer(cfg, info)
+    try:
+        result = measure(tr, warmup, steps, comm)
+    finally:
+        del tr
+        gc.collect()
+    return {
+        "method": case.method,
+        "precision": case.precision,
+        "layout": case.layout,
+        "world_size": info.world_size,
+        "dp_replicate": cfg.parallel.dp_replicate,
+        "dp_shard": cfg.parallel.dp_shard,
+        "compile": cfg.compile.enable,
+        "device": info.device.type,
+        **result,
+    }
