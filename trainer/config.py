@@ -155,6 +155,8 @@ class Metrics:
     """Console line and TensorBoard scalars every this many steps."""
     tensorboard: bool = True
     """Write TensorBoard events under <dump_folder>/tb/."""
+    rank_diagnostic_every: int = 0
+    """Every this many steps (and at the last), log the singular values and effective rank of each projection's accumulated update W - W_init + s*B*A (TensorBoard histograms, <dump_folder>/rank_diagnostic.jsonl); 0 = off."""
 
 
 @dataclass

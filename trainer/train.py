@@ -27,6 +27,7 @@ from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, to_toml
 from trainer.config_checks import check_config, check_model_args
 from trainer.data.loader import DataBundle, build_data, build_val_loader
+from trainer.diagnostics.rank import log_rank_diagnostic
 from trainer.lr_schedule import build_scheduler
 from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
 from trainer.metrics import MetricsLogger, format_step_line, peak_flops, peak_memory_gib
@@ -289,6 +290,11 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             logger.scalars(tr.step, {"val/loss": val, "val/ppl": math.exp(val)})
             logger.line(f"step {tr.step} | val loss {val:.4f} | val ppl {math.exp(val):.2f}")
             window_start = time.perf_counter()
+        every = cfg.metrics.rank_diagnostic_every
+        if every > 0 and (last or tr.step % every == 0):
+            log_rank_diagnostic(
+                tr.model, cfg, tr.step, logger.writer, dump if info.is_main else None
+            )
         ckpt.maybe_save(tr, dataclasses.asdict(result), last)
 
     logger.line(

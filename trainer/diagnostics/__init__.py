@@ -1,0 +1,1 @@
+"""Training diagnostics that read the model's weights (not just the loss)."""
