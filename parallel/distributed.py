@@ -91,6 +91,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def shutdown() -> None:
+def shutdown(wait_for_all: bool = True) -> None:
+    """Tear the process group down.
+
+    ``wait_for_all`` first waits for every rank (a clean exit: no rank leaves while another is
+    still in a collective). After an error it must be False: the failing rank should exit at
+    once so that torchrun stops the others instead of waiting on a barrier forever.
+    """
     if dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()

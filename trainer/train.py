@@ -203,9 +203,12 @@ def run(cfg: JobConfig) -> TrainResult:
     """Initialise the process group, train, and shut it down again."""
     info = init_distributed(cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard)
     try:
-        return train(cfg, info)
-    finally:
-        shutdown()
+        result = train(cfg, info)
+    except BaseException:
+        shutdown(wait_for_all=False)
+        raise
+    shutdown()
+    return result
 
 
 def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
@@ -213,8 +216,6 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     if info.is_main:
         dump.mkdir(parents=True, exist_ok=True)
     tr = build_trainer(cfg, info)
-    if info.is_main:
-        (dump / "config.toml").write_text(to_toml(cfg))
     logger = MetricsLogger(dump / "tb" if cfg.metrics.tensorboard else None, enabled=info.is_main)
     t = cfg.training
     tokens_per_step = t.global_batch_size * t.seq_len
@@ -234,6 +235,8 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
 
     ckpt = CheckpointManager(cfg, info, dump, logger.line)
     restored = ckpt.load(tr)  # resume (or a full initial load): the progress so far
+    if info.is_main:
+        (dump / "config.toml").write_text(to_toml(cfg))
     if restored is not None:
         result = TrainResult(**{**restored, "steps": t.steps})
     else:
