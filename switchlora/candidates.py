@@ -74,8 +74,20 @@ def choose_entries(
     return old, new
 
 
+def to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device` without a host-device synchronisation.
+
+    On CUDA the array goes through pinned memory with a non-blocking copy (a plain copy from
+    pageable memory synchronises the stream: once per call, many calls per switch step).
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+    return to_device(np.asarray(values, dtype=np.int64), device)
 
 
 @torch.no_grad()

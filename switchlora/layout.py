@@ -57,6 +57,8 @@ def layer_layout(layer: AdapterLinear) -> LayerLayout:
     if local_range(b, 0) != m_rows:
         raise ValueError("W and B must hold the same local rows")
     a_dim = shard_dim(a)
+    if a.device_mesh.size(a.device_mesh.ndim - 1) == 1:
+        a_dim = None  # a shard dimension of one rank (replicate-only, 1 process): A is whole
     if a_dim == 1:
         return LayerLayout(m, n, r, "cols", local_range(a, 1), (0, r), m_rows)
     if a_dim == 0:

@@ -17,6 +17,7 @@ from switchlora.candidates import (
     choose_entries,
     read_entries,
     seeded_candidates,
+    to_device,
     write_back,
 )
 from switchlora.init import init_bounds
@@ -93,9 +94,9 @@ def prepare_switch(
         )
     a_loc, b_loc = local(a_param), local(b_param)
     device, dtype = a_loc.device, a_loc.dtype
-    idx_a_t = torch.from_numpy(idx_a).to(device)
-    idx_b_t = torch.from_numpy(idx_b).to(device)
-    active = torch.from_numpy(offsets < k).to(device)
+    idx_a_t = to_device(idx_a, device)
+    idx_b_t = to_device(idx_b, device)
+    active = to_device(offsets < k, device)
     idx_ab = torch.cat([idx_a_t, idx_b_t])
     a_full = a_param.full_tensor() if lay.a_mode == "rows" else None
     a_work = a_full if a_full is not None else a_loc
