@@ -34,7 +34,7 @@ from switchlora.seeding import (
     torch_generator,
 )
 from switchlora.sharding import local
-from switchlora.switch_inputs import prepare_switch
+from switchlora.switch_inputs import SwitchInputs, gather_pending, prepare_switch
 
 
 class SwitchController:
@@ -154,6 +154,7 @@ class SwitchController:
         expected = schedule.expected_switches(o.rank, interval_t)
         switched = 0
         frozen = 0
+        pending: list[tuple[LayerSwitchState, int, SwitchInputs]] = []
         for st in self.layers:
             k = schedule.stochastic_round(expected, self.decision_rng)
             if force_k is not None:
@@ -165,13 +166,17 @@ class SwitchController:
             if k > 0 or f_a + f_b > 0:
                 # k = 0 with frozen vectors: the same kernel, all slots inactive, still masks
                 # gradients and counts the freezes down (one graph per layer signature).
-                self._switch_layer(st, k, t)
+                pending.append((st, k, self._prepare_layer(st, k, t)))
             frozen += int((st.frz_host_a > 0).sum() + (st.frz_host_b > 0).sum())
             np.subtract(st.frz_host_a, 1, out=st.frz_host_a)
             np.maximum(st.frz_host_a, 0, out=st.frz_host_a)
             np.subtract(st.frz_host_b, 1, out=st.frz_host_b)
             np.maximum(st.frz_host_b, 0, out=st.frz_host_b)
             switched += 2 * k
+        # One all-gather of A rows for all column-sharded layers, then the kernels.
+        gather_pending([inputs for _, _, inputs in pending])
+        for st, k, inputs in pending:
+            self._run_kernel(st, k, inputs)
         self.last_step = t
         return {
             "vectors_switched": float(switched),
@@ -186,13 +191,20 @@ class SwitchController:
             None if grad_b is None else local(grad_b),
         )
 
-    def _switch_layer(self, st: LayerSwitchState, k: int, t: int) -> None:
+    def _prepare_layer(self, st: LayerSwitchState, k: int, t: int) -> SwitchInputs:
+        """Host decisions and inputs of one layer's switch (row gathers left pending)."""
         o, slots = self.options, self.slots
         positions_a = (st.p_a + np.arange(k)) % o.rank
         positions_b = (st.p_b + np.arange(k)) % o.rank
         st.frz_host_b[positions_a] = o.freeze_steps
         st.frz_host_a[positions_b] = o.freeze_steps
-        inputs = prepare_switch(st, k, t, slots, o, self.choice_rng, self.generator_device)
+        return prepare_switch(
+            st, k, t, slots, o, self.choice_rng, self.generator_device, gather=False
+        )
+
+    def _run_kernel(self, st: LayerSwitchState, k: int, inputs: SwitchInputs) -> None:
+        """Apply one layer's switch with its complete inputs."""
+        o = self.options
         layer = st.layer
         state_a = self.optimizer.state_for(layer.lora_A, "lora_A")
         state_b = self.optimizer.state_for(layer.lora_B, "lora_B")

@@ -97,19 +97,29 @@ def copy_full_(dst: torch.Tensor, full: torch.Tensor) -> None:
     target.copy_(local_slice_of(full, dst).to(device=target.device, dtype=target.dtype))
 
 
-def gather_rows(local_rows: torch.Tensor, like: DTensor) -> torch.Tensor:
-    """Full rows [k, n] from the local columns [k, n_local] of a column-sharded `like` [r, n]."""
-    rows = local_rows.shape[0]
-    cols = like.shape[1]
-    spread = DTensor.from_local(
-        local_rows,
-        like.device_mesh,
-        like.placements,
-        run_check=False,
-        shape=torch.Size((rows, cols)),
-        stride=(cols, 1),
-    )
-    return spread.full_tensor()
+def gather_rows_many(local_rows: list[torch.Tensor], like: DTensor) -> list[torch.Tensor]:
+    """Full rows [k_i, n_i] from local columns [k_i, n_i / S], for several tensors at once.
+
+    Each local_rows[i] holds the local columns of rows of a column-sharded [r, n_i] tensor
+    on like's mesh (S ranks along its last dimension, even chunks); all share one dtype.
+    One all-gather for all of them, instead of one per tensor.
+    """
+    if not local_rows:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in local_rows])
+    mesh = like.device_mesh
+    ranks = mesh.size(mesh.ndim - 1)
+    gathered = flat.new_empty(ranks * flat.numel())
+    all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    all_gather(gathered, flat, group=mesh.get_group(mesh.ndim - 1))
+    per_rank = gathered.view(ranks, flat.numel())
+    out, offset = [], 0
+    for t in local_rows:
+        rows, cols = t.shape
+        chunk = per_rank[:, offset : offset + rows * cols].view(ranks, rows, cols)
+        out.append(chunk.permute(1, 0, 2).reshape(rows, ranks * cols))
+        offset += rows * cols
+    return out
 
 
 def as_sharded_like(

@@ -23,7 +23,7 @@ from switchlora.candidates import (
 from switchlora.init import init_bounds
 from switchlora.layer_state import LayerSwitchState
 from switchlora.options import SwitchLoRAOptions
-from switchlora.sharding import gather_rows, is_dtensor, local
+from switchlora.sharding import gather_rows_many, is_dtensor, local
 
 
 @dataclass
@@ -45,17 +45,24 @@ class SwitchInputs:
     a_full: torch.Tensor | None
     """The gathered full A (fallback only): its local rows are copied back after the kernel."""
 
-    a_rows: torch.Tensor
-    """[2K, n] full old rows of A at idx_a then idx_b."""
+    a_rows: torch.Tensor | None
+    """[2K, n] full old rows of A at idx_a then idx_b (None until gathered)."""
 
-    c_full: torch.Tensor
-    """[K, n] incoming A rows."""
+    c_full: torch.Tensor | None
+    """[K, n] incoming A rows (None until gathered)."""
 
     c_work: torch.Tensor
     """Incoming A rows in a_work's column layout."""
 
     d_local: torch.Tensor
     """[K, m_local] incoming B columns (local rows)."""
+
+    to_gather: torch.Tensor | None = None
+    """Column-sharded A: local columns of the rows to all-gather (a_rows, then c_full when
+    it is None); :func:`gather_pending` fills them, one collective for all layers."""
+
+    gather_like: torch.Tensor | None = None
+    """The A parameter whose mesh and placements the gather follows."""
 
 
 def _pad(entries: np.ndarray, slots: int) -> np.ndarray:
@@ -73,12 +80,14 @@ def prepare_switch(
     options: SwitchLoRAOptions,
     choice_rng: np.random.Generator,
     generator_device: torch.device,
+    gather: bool = True,
 ) -> SwitchInputs:
     """Advance the pointers by k, choose and gather everything the kernel needs.
 
     k = 0 gives all-inactive slots (and touches no pool state): the kernel then only
     masks gradients and counts freezes down. Collectives are issued in the same order on
-    every rank because every rank makes the same decisions.
+    every rank because every rank makes the same decisions. ``gather=False`` leaves the
+    column-sharded row gather to a later :func:`gather_pending` over many layers.
     """
     lay, r = st.layout, options.rank
     offsets = np.arange(slots, dtype=np.int64)
@@ -114,9 +123,8 @@ def prepare_switch(
                 write_back(st.pool_b, old_b, b_loc.index_select(1, idx_b_t[:k]).t())
         c_work = read_entries(st.pool_a, _pad(new_a, slots), device, dtype)
         d_local = read_entries(st.pool_b, _pad(new_b, slots), device, dtype)
-        if lay.a_mode == "cols":  # one all-gather for the old rows and the candidates
-            gathered = gather_rows(torch.cat([a_sel, c_work]), a_param)
-            a_rows, c_full = gathered[: 2 * slots], gathered[2 * slots :]
+        if lay.a_mode == "cols":  # gather the old rows and the candidates together
+            to_gather, a_rows, c_full = torch.cat([a_sel, c_work]), None, None
         else:
             a_rows, c_full = a_sel, c_work
     else:
@@ -130,8 +138,33 @@ def prepare_switch(
         )
         d_local = d_full.narrow(1, *lay.m_rows).to(device=device, dtype=dtype)
         if lay.a_mode == "cols":
-            a_rows = gather_rows(a_sel, a_param)
+            to_gather, a_rows = a_sel, None
             c_work = c_full.narrow(1, *lay.a_cols).contiguous()
         else:
             a_rows, c_work = a_sel, c_full
-    return SwitchInputs(idx_a_t, idx_b_t, active, a_work, a_full, a_rows, c_full, c_work, d_local)
+    inputs = SwitchInputs(idx_a_t, idx_b_t, active, a_work, a_full, a_rows, c_full, c_work, d_local)
+    if lay.a_mode == "cols":
+        inputs.to_gather, inputs.gather_like = to_gather, a_param
+        if gather:
+            gather_pending([inputs])
+    return inputs
+
+
+def gather_pending(inputs: list[SwitchInputs]) -> None:
+    """Fill a_rows (and c_full) of every input still waiting for its rows.
+
+    One all-gather per device mesh for all layers (rather than one per layer); every rank
+    calls this with the same layers in the same order.
+    """
+    groups: dict[int, list[SwitchInputs]] = {}
+    for x in inputs:
+        if x.to_gather is not None:
+            groups.setdefault(id(x.gather_like.device_mesh), []).append(x)
+    for waiting in groups.values():
+        full = gather_rows_many([x.to_gather for x in waiting], waiting[0].gather_like)
+        for x, rows in zip(waiting, full):
+            slots = x.idx_a.shape[0]
+            x.a_rows = rows[: 2 * slots]
+            if x.c_full is None:
+                x.c_full = rows[2 * slots :]
+            x.to_gather = x.gather_like = None
