@@ -1,0 +1,193 @@
+"""The named suites: ``cpu-small`` (CPU, local corpus), the paper's GPU sizes and ``micro``.
+
+Every run of a suite trains the same model on the same data for the same tokens with the same
+batch and evaluation; a method's recipe changes only what the method itself prescribes
+(learning rate, clipping, schedule shape, rank, ReLoRA/GaLore settings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainer.config import load_toml
+from trainer.reproduce.corpus import prepare_shakespeare_bpe
+from trainer.reproduce.spec import Recipe, Suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+CPU_SMALL_STEPS = 720
+"""cpu-small optimizer steps per run: 720 x 16 x 256 = 2.95M tokens (about 2 passes over the
+1.5M training tokens). Measured CPU time per step and process (2 processes, 1 thread each):
+full 0.75 s, SwitchLoRA 0.84 s, so the five methods take about 50 minutes on 2 idle cores."""
+
+
+def _cpu_small_data(output: Path) -> dict[str, Any]:
+    return prepare_shakespeare_bpe(output / "data")
+
+
+def cpu_small() -> Suite:
+    """~5M parameters (dim 256, 4 layers, 4k BPE vocabulary), 42 Shakespeare texts, 2 CPU cores."""
+    steps = CPU_SMALL_STEPS
+    common = {
+        "model.flavor": "small",
+        "training.steps": steps,
+        "training.global_batch_size": 16,
+        "training.seq_len": 256,
+        "training.max_norm": 1.0,
+        "training.val_every": steps // 10,
+        "training.val_batches": 8,
+        "lr_schedule.warmup_steps": steps // 20,
+        "lr_schedule.decay": "cosine",
+        "lr_schedule.min_lr_ratio": 0.0,
+        "checkpoint.enable": True,
+        "checkpoint.interval": steps // 4,
+        "checkpoint.keep_latest": 1,
+        "metrics.log_every": 20,
+        "metrics.rank_diagnostic_every": steps // 4,
+        "method.rank": 64,
+    }
+    recipes = {
+        "full": Recipe("full", 3e-3),
+        "lora": Recipe("lora", 1e-2),
+        "relora": Recipe(
+            "relora",
+            6e-3,
+            overrides={
+                "relora.reset_interval": steps // 4,
+                "relora.restart_warmup_steps": steps // 60,
+                "relora.alpha": 16.0,  # s = 16 / 64 = 0.25, ReLoRA's 32 / 128
+                "lr_schedule.min_lr_ratio": 0.1,
+            },
+        ),
+        "galore": Recipe(
+            "galore",
+            1e-2,
+            overrides={
+                "training.max_norm": 0.0,
+                "lr_schedule.warmup_steps": steps // 10,
+                "lr_schedule.min_lr_ratio": 0.1,
+                "galore.update_interval": 200,
+                "galore.scale": 0.25,
+            },
+        ),
+        "switchlora": Recipe("switchlora", 1e-2),
+    }
+    return Suite(
+        name="cpu-small",
+        description=(
+            "LLaMA dim 256, 4 layers, FFN 688, 4k byte-level BPE (about 5.3M dense parameters); "
+            "39 Shakespeare texts for training, 3 plays held out; "
+            f"{steps} steps x 16 x 256 tokens; rank 64 for every low-rank method"
+        ),
+        recipes=recipes,
+        common=common,
+        nproc=2,
+        prepare=_cpu_small_data,
+        seconds_per_step={  # CPU seconds per step and process (full, switchlora measured)
+            "full": 0.75,
+            "lora": 0.80,
+            "relora": 0.80,
+            "galore": 0.80,
+            "switchlora": 0.84,
+        },
+        seconds_per_run=40.0,
+    )
+
+
+def micro() -> Suite:
+    """A few steps of the debug model on the embedded corpus: tests of the tool itself."""
+    return Suite(
+        name="micro",
+        description="debug model (dim 64, 2 layers), byte tokenizer, 6 steps x 4 x 32 tokens",
+        recipes={
+            "full": Recipe("full", 3e-3),
+            "lora": Recipe("lora", 1e-2),
+            "relora": Recipe(
+                "relora",
+                6e-3,
+                overrides={"relora.reset_interval": 3, "relora.restart_warmup_steps": 1},
+            ),
+            "galore": Recipe(
+                "galore", 1e-2, overrides={"galore.update_interval": 3, "training.max_norm": 0.0}
+            ),
+            "switchlora": Recipe("switchlora", 1e-2),
+        },
+        common={
+            "model.flavor": "debug",
+            "data.source": "embedded:shakespeare",
+            "data.tokenizer": "byte",
+            "training.steps": 6,
+            "training.global_batch_size": 4,
+            "training.seq_len": 32,
+            "training.val_every": 3,
+            "training.val_batches": 1,
+            "lr_schedule.warmup_steps": 1,
+            "checkpoint.enable": True,
+            "checkpoint.interval": 2,
+            "checkpoint.keep_latest": 1,
+            "metrics.log_every": 1,
+            "metrics.rank_diagnostic_every": 3,
+            "method.rank": 4,
+        },
+        nproc=1,
+    )
+
+
+def llama(size: str) -> Suite:
+    """The paper's setup at one size: configs/llama<size>_<method>.toml on C4 with a 32k tokenizer.
+
+    Every method gets the SwitchLoRA config's steps, batch, sequence length and evaluation and
+    the full-rank config's micro-batch (GaLore's own recipe uses 256-token sequences and 512
+    per batch; here it sees the same tokens as the others), and keeps the rest of its own
+    config (lr, schedule, clipping, rank, ReLoRA/GaLore settings; GaLore warms up for 10 %).
+    """
+    files = {
+        m: f"configs/llama{size}_{'switch' if m == 'switchlora' else m}.toml"
+        for m in ("full", "lora", "relora", "galore", "switchlora")
+    }
+    ref = load_toml(REPO / files["switchlora"])
+    full = load_toml(REPO / files["full"])
+    t = ref.training
+    common = {
+        "training.steps": t.steps,
+        "training.global_batch_size": t.global_batch_size,
+        "training.local_batch_size": full.training.local_batch_size,
+        "training.seq_len": t.seq_len,
+        "training.val_every": t.val_every,
+        "training.val_batches": t.val_batches,
+        "checkpoint.enable": True,
+        "metrics.rank_diagnostic_every": t.val_every,
+    }
+    recipes = {}
+    for method, path in files.items():
+        cfg = load_toml(REPO / path)
+        overrides = {"lr_schedule.warmup_steps": t.steps // 10} if method == "galore" else {}
+        recipes[method] = Recipe(method, cfg.optimizer.lr, base=path, overrides=overrides)
+    return Suite(
+        name=f"llama{size}",
+        description=(
+            f"LLaMA {size.upper()} on C4 with a 32k tokenizer: {t.steps} steps x "
+            f"{t.global_batch_size} x {t.seq_len} tokens (configs/llama{size}_*.toml)"
+        ),
+        recipes=recipes,
+        common=common,
+        nproc=8,
+    )
+
+
+SUITES = {
+    "cpu-small": cpu_small,
+    "llama130m": lambda: llama("130m"),
+    "llama350m": lambda: llama("350m"),
+    "llama1b": lambda: llama("1b"),
+    "micro": micro,
+}
+"""Suite builders by name (built on demand: the GPU suites read their TOML files)."""
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; ValueError naming the known ones otherwise."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    return SUITES[name]()
