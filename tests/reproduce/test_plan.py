@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 from trainer.config import ConfigError
+from trainer.config_checks import check_config, check_model_args
+from trainer.reproduce.costs import model_args_of
 from trainer.reproduce.plan import build_config, plan_runs, run_name, suite_ablations
 from trainer.reproduce.progress import Progress, duration
 from trainer.reproduce.report import render
-from trainer.reproduce.runner import RunConflict, check_config, train_command, write_run_files
+from trainer.reproduce.runner import RunConflict, train_command, write_run_files
+from trainer.reproduce.runner import check_config as check_run_folder
 from trainer.reproduce.spec import METHODS
 from trainer.reproduce.suites import SUITES, get_suite
 
@@ -29,7 +32,15 @@ def _load_cli():
 def test_every_run_of_every_suite_has_a_valid_config(name):
     suite = get_suite(name)
     runs = plan_runs(suite, METHODS, True, list(suite_ablations(suite)))
-    configs = {r.name: build_config(suite, suite.recipes[r.method], r.variant, r.lr) for r in runs}
+    local_data = {"data.source": "embedded:shakespeare", "data.tokenizer": "byte"}
+    configs = {
+        r.name: build_config(suite, suite.recipes[r.method], r.variant, r.lr, local_data)
+        for r in runs
+    }
+    vocab = {"cpu-small": 4096, "micro": 257}.get(name, 32000)
+    for cfg in configs.values():  # the trainer's own consistency checks, before any compute
+        check_config(cfg, suite.nproc)
+        check_model_args(model_args_of(cfg, vocab), cfg, vocab)
     ref = configs["full"].training
     for run_name_, cfg in configs.items():  # same model, data and token budget everywhere
         t = cfg.training
@@ -79,11 +90,11 @@ def test_run_folder_conflicts(tmp_path):
     other = build_config(suite, suite.recipes["full"], {}, spec.lr * 2)
     folder = tmp_path / "full"
     write_run_files(folder, cfg, spec)
-    check_config(folder, cfg)
-    check_config(folder, other)  # nothing to keep yet: the new config may replace it
+    check_run_folder(folder, cfg)
+    check_run_folder(folder, other)  # nothing to keep yet: the new config may replace it
     (folder / "summary.json").write_text("{}")
     with pytest.raises(RunConflict):
-        check_config(folder, other)
+        check_run_folder(folder, other)
 
 
 def test_bad_override_fails_before_training():
