@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunConflict, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
