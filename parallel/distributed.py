@@ -64,15 +64,17 @@ def init_distributed(
             f"does not equal the world size {world_size}"
         )
     if not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:  # a plain single-process launch
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        kwargs = {}
+        if "MASTER_ADDR" not in os.environ and world_size == 1:
+            # A plain single-process launch: an in-memory store, no port to collide on.
+            kwargs["store"] = dist.HashStore()
         dist.init_process_group(
             backend=backend,
             rank=rank,
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
             device_id=device if device.type == "cuda" else None,
+            **kwargs,
         )
     if dp_replicate > 1:
         mesh = init_device_mesh(
@@ -81,14 +83,6 @@ def init_distributed(
     else:
         mesh = init_device_mesh(device.type, (dp_shard,), mesh_dim_names=("dp_shard",))
     return DistInfo(rank, world_size, local_rank, device, mesh)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shutdown(wait_for_all: bool = True) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.config import ConfigError, JobConfig
-from trainer.model.args import ModelArgs
+from trainer.model.args import ModelArgs, resolve_model_args
 
 
 def check_config(cfg: JobConfig, world_size: int) -> None:
@@ -99,8 +99,32 @@ def _check_baselines(cfg: JobConfig) -> None:
             raise ConfigError(f"galore.scale: must be positive, got {g.scale}")
 
 
-def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int) -> None:
-    """Checks of the resolved model sizes (flavour plus overrides)."""
+def model_args_from_config(cfg: JobConfig, vocab_size: int) -> ModelArgs:
+    """The flavour named by ``model.flavor`` with the config's explicit overrides applied."""
+    overrides = {
+        k: getattr(cfg.model, k)
+        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta")
+    }
+    try:
+        args = resolve_model_args(
+            cfg.model.flavor,
+            vocab_size=vocab_size,
+            max_seq_len=cfg.training.seq_len,
+            overrides=overrides,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return ModelArgs(**{**args.__dict__, "init_std": cfg.model.init_std})
+
+
+def check_model_config(cfg: JobConfig) -> None:
+    """Model-size checks that need no tokenizer (run before the process group starts)."""
+    vocab = cfg.model.vocab_size or 1
+    check_model_args(model_args_from_config(cfg, vocab), cfg, None)
+
+
+def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int | None) -> None:
+    """Checks of the resolved model sizes (flavour plus overrides); vocab only when given."""
     if args.dim % args.n_heads:
         raise ConfigError(f"model.n_heads: {args.n_heads} does not divide model.dim {args.dim}")
     if args.n_heads % args.n_kv_heads:
@@ -111,7 +135,7 @@ def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int) -> N
         raise ConfigError(
             f"model.dim / model.n_heads = {args.head_dim} must be even for rotary embeddings"
         )
-    if args.vocab_size < tokenizer_vocab:
+    if tokenizer_vocab is not None and args.vocab_size < tokenizer_vocab:
         raise ConfigError(
             f"model.vocab_size: {args.vocab_size} is smaller than the tokenizer's vocabulary "
             f"({tokenizer_vocab})"

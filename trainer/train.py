@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,18 @@ from parallel.float8 import apply_float8, has_float8_hardware, precompute_float8
 from parallel.fsdp import apply_fsdp, mixed_precision_policy
 from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, to_toml
-from trainer.config_checks import check_config, check_model_args
+from trainer.config_checks import (
+    check_config,
+    check_model_args,
+    check_model_config,
+    model_args_from_config,
+)
 from trainer.data.loader import DataBundle, build_data, build_val_loader
 from trainer.diagnostics.rank import log_rank_diagnostic
 from trainer.lr_schedule import build_scheduler
 from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
 from trainer.metrics import MetricsLogger, format_step_line, peak_flops, peak_memory_gib
-from trainer.model.args import ModelArgs, resolve_model_args
+from trainer.model.args import ModelArgs
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grad_norm
@@ -95,20 +101,7 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
         num_workers=cfg.data.num_workers,
         val_fraction=cfg.data.val_fraction,
     )
-    overrides = {
-        k: getattr(cfg.model, k)
-        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta")
-    }
-    try:
-        model_args = resolve_model_args(
-            cfg.model.flavor,
-            vocab_size=model_vocab_size(cfg, data.vocab_size),
-            max_seq_len=t.seq_len,
-            overrides=overrides,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    model_args = ModelArgs(**{**model_args.__dict__, "init_std": cfg.model.init_std})
+    model_args = model_args_from_config(cfg, model_vocab_size(cfg, data.vocab_size))
     check_model_args(model_args, cfg, data.vocab_size)
 
     with torch.device("meta"):
@@ -201,6 +194,8 @@ def train_step(
 
 def run(cfg: JobConfig) -> TrainResult:
     """Initialise the process group, train, and shut it down again."""
+    check_config(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    check_model_config(cfg)
     info = init_distributed(cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard)
     try:
         result = train(cfg, info)
