@@ -3,7 +3,7 @@
 ReLoRA: target projections become adapter layers (switchlora.AdapterLinear) with A
 kaiming-uniform, B = 0 and s = relora.alpha / method.rank; the base weight gets the plain
 LLaMA init (the same tensor the full-rank model would get), so step 0 equals full-rank.
-A :class:`switchlora.relora.ReLoRAController` resets after every ``relora.reset_interval``-th
+A :class:`switchlora.relora.ReLoRAController` resets after every ``relora.interval``-th
 optimizer step (merge, re-draw, prune), and the LR follows the jagged schedule of
 :func:`trainer.lr_schedule.restart_warmup_factor`.
 
@@ -96,7 +96,7 @@ def relora_lr_factor(cfg: JobConfig) -> Callable[[int], float]:
             cfg.training.steps,
             s.decay,
             s.min_lr_ratio,
-            cfg.relora.reset_interval,
+            cfg.relora.interval,
             cfg.relora.restart_warmup_steps,
         )
 
@@ -108,7 +108,7 @@ def build_relora_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_adamw(params, cfg.optimizer, device)
     options = ReLoRAOptions(
-        reset_interval=cfg.relora.reset_interval,
+        reset_interval=cfg.relora.interval,
         prune=cfg.relora.prune,
         prune_ratio=cfg.relora.prune_ratio,
         seed=cfg.job.seed,

@@ -218,7 +218,7 @@ class ReLoRA:
     """ReLoRA (method.name = "relora"): LoRA adapters (A kaiming-uniform, B = 0) on
     method.target_modules with rank method.rank, merged into W and restarted on an interval."""
 
-    reset_interval: int = 5000
+    interval: int = 5000
     """Optimizer steps between resets: W += s*B*A, A re-drawn, B = 0, adapter moments pruned, LR re-warmed."""
     restart_warmup_steps: int = 100
     """Steps of the linear LR re-warm-up after each reset, from 0 back to the decay envelope."""

@@ -76,11 +76,11 @@ def _check_baselines(cfg: JobConfig) -> None:
     """ReLoRA and GaLore settings (only checked when the method is used)."""
     if cfg.method.name == "relora":
         r = cfg.relora
-        if r.reset_interval < 1:
-            raise ConfigError(f"relora.reset_interval: must be positive, got {r.reset_interval}")
-        if not 0 <= r.restart_warmup_steps < r.reset_interval:
+        if r.interval < 1:
+            raise ConfigError(f"relora.interval: must be positive, got {r.interval}")
+        if not 0 <= r.restart_warmup_steps < r.interval:
             raise ConfigError(
-                f"relora.restart_warmup_steps: must be in [0, relora.reset_interval), "
+                f"relora.restart_warmup_steps: must be in [0, relora.interval), "
                 f"got {r.restart_warmup_steps}"
             )
         if r.alpha <= 0:

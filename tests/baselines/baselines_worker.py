@@ -176,7 +176,7 @@ def galore_steps(info, out: Path) -> dict:
 
 def loop_runs(info, out: Path) -> None:
     """The training loop itself, with TensorBoard: 2 ReLoRA resets, 3 GaLore refreshes."""
-    relora = [*RELORA, "--training.steps", "10", "--relora.reset_interval", "4"]
+    relora = [*RELORA, "--training.steps", "10", "--relora.interval", "4"]
     relora += ["--relora.restart_warmup_steps", "2", "--training.val_every", "5"]
     train(parse_config([*relora, "--job.dump_folder", str(out / "relora_run")]), info)
     galore = [*GALORE, "--training.steps", "15", "--training.val_every", "5"]
@@ -189,7 +189,7 @@ def resume_runs(info, out: Path) -> None:
     The resumed half crosses a ReLoRA reset (after step 8) and a projector refresh (at 9).
     """
     cases = {
-        "relora": [*RELORA, "--relora.reset_interval", "4", "--relora.restart_warmup_steps", "2"],
+        "relora": [*RELORA, "--relora.interval", "4", "--relora.restart_warmup_steps", "2"],
         "galore": [*GALORE, "--galore.update_interval", "4"],
     }
     for name, args in cases.items():
