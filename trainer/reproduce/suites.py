@@ -54,7 +54,7 @@ def cpu_small() -> Suite:
             "relora",
             6e-3,
             overrides={
-                "relora.reset_interval": steps // 4,
+                "relora.interval": steps // 4,
                 "relora.restart_warmup_steps": steps // 60,
                 "relora.alpha": 16.0,  # s = 16 / 64 = 0.25, ReLoRA's 32 / 128
                 "lr_schedule.min_lr_ratio": 0.1,
@@ -106,7 +106,7 @@ def micro() -> Suite:
             "relora": Recipe(
                 "relora",
                 6e-3,
-                overrides={"relora.reset_interval": 3, "relora.restart_warmup_steps": 1},
+                overrides={"relora.interval": 3, "relora.restart_warmup_steps": 1},
             ),
             "galore": Recipe(
                 "galore", 1e-2, overrides={"galore.update_interval": 3, "training.max_norm": 0.0}
