@@ -16,10 +16,10 @@ from trainer.reproduce.spec import Recipe, Suite
 
 REPO = Path(__file__).resolve().parents[2]
 
-CPU_SMALL_STEPS = 720
-"""cpu-small optimizer steps per run: 720 x 16 x 256 = 2.95M tokens (about 2 passes over the
+CPU_SMALL_STEPS = 480
+"""cpu-small optimizer steps per run: 480 x 16 x 256 = 1.97M tokens (about 1.3 passes over the
 1.5M training tokens). Measured CPU time per step and process (2 processes, 1 thread each):
-full 0.75 s, SwitchLoRA 0.84 s, so the five methods take about 50 minutes on 2 idle cores."""
+full 0.75 s, SwitchLoRA 0.84 s, so the five methods take about 35 minutes on 2 idle cores."""
 
 
 def _cpu_small_data(output: Path) -> dict[str, Any]:
