@@ -1,7 +1,9 @@
 """SwitchLoRA: switched low-rank adapters for pre-training (arXiv 2406.06564).
 
 Usable without the trainer: adapter layer, conversion, init, switch schedule, candidate
-sources, the static-shape switch kernel, the per-vector AdamW and the switch controller.
+sources, the static-shape switch kernel, the per-vector AdamW and the switch controller;
+and the two baselines the paper compares with: ReLoRA (``ReLoRAController``) and GaLore
+(``GaLoreAdamW``).
 
 Wiring (single process or FSDP2):
 
@@ -20,15 +22,20 @@ Wiring (single process or FSDP2):
 
 from switchlora.controller import SwitchController
 from switchlora.convert import convert_to_adapters
+from switchlora.galore import GaLoreAdamW
 from switchlora.init import init_adapter_layer_full
 from switchlora.layer import AdapterLinear
 from switchlora.materialize import initialize_adapters_
 from switchlora.optimizer import SwitchAdamW, param_groups
 from switchlora.options import SwitchLoRAOptions
+from switchlora.relora import ReLoRAController, ReLoRAOptions
 from switchlora.sharding import copy_full_, make_placement_fn, placement_fn
 
 __all__ = [
     "AdapterLinear",
+    "GaLoreAdamW",
+    "ReLoRAController",
+    "ReLoRAOptions",
     "SwitchAdamW",
     "SwitchController",
     "SwitchLoRAOptions",
