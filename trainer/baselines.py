@@ -17,35 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
 from switchlora.convert import convert_to_adapters
 from switchlora.galore import GaLoreAdamW, refresh_count
-from switchlora.layer import AdapterLinear
 from switchlora.materialize import initialize_adapters_
 from switchlora.relora import ReLoRAController, ReLoRAOptions, relora_options
-from switchlora.sharding import local, make_placement_fn
+from switchlora.sharding import make_placement_fn
+from trainer.adapters import adapter_layers, dense_init, shard_degree
 from trainer.config import JobConfig
 from trainer.lr_schedule import restart_warmup_factor
 from trainer.methods import MethodRuntime
-from trainer.model.init import keyed_generator
 from trainer.model.llama import Llama
 from trainer.optim import build_adamw
-
-
-def _shard_degree(cfg: JobConfig) -> int:
-    """Ranks of the FSDP shard mesh dimension (1 without a process group)."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if cfg.parallel.dp_shard > 0:
-        return cfg.parallel.dp_shard
-    return world // cfg.parallel.dp_replicate
-
-
-def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
-    """The model's adapter layers by module path, in conversion (named_modules) order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
 
 
 def reshard_(model: nn.Module) -> None:
@@ -65,7 +50,7 @@ def prepare_relora(model: Llama, cfg: JobConfig) -> Callable:
         cfg.method.rank, cfg.relora.alpha, cfg.method.target_modules, cfg.job.seed
     )
     convert_to_adapters(model, options)
-    return make_placement_fn(_shard_degree(cfg))
+    return make_placement_fn(shard_degree(cfg))
 
 
 @torch.no_grad()
@@ -75,14 +60,9 @@ def init_relora(model: Llama, cfg: JobConfig) -> None:
         cfg.method.rank, cfg.relora.alpha, cfg.method.target_modules, cfg.job.seed
     )
 
-    def w_init(name: str, layer: AdapterLinear) -> torch.Tensor:
-        weight = layer.base.weight
-        device = local(weight).device
-        gen = keyed_generator(cfg.job.seed, f"{name}.weight", device)
-        full = torch.empty(tuple(weight.shape), device=device)
-        return full.normal_(0.0, cfg.model.init_std, generator=gen)
-
-    initialize_adapters_(adapter_layers(model), options, w_init)
+    initialize_adapters_(
+        adapter_layers(model), options, dense_init(cfg.job.seed, cfg.model.init_std)
+    )
 
 
 def relora_lr_factor(cfg: JobConfig) -> Callable[[int], float]:

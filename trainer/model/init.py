@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from switchlora.sharding import copy_full_
 from trainer.model.llama import Llama, RMSNorm
 
 
@@ -22,28 +23,6 @@ def keyed_generator(seed: int, key: str, device: torch.device) -> torch.Generato
     gen = torch.Generator(device=device)
     gen.manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63 - 1))
     return gen
-
-
-def local_slice(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The part of ``full`` that ``like`` (a DTensor shard or a plain tensor) holds locally."""
-    if not isinstance(like, DTensor):
-        return full
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    shape, offset = compute_local_shape_and_global_offset(
-        like.shape, like.device_mesh, like.placements
-    )
-    out = full
-    for dim, (size, start) in enumerate(zip(shape, offset)):
-        out = out.narrow(dim, start, size)
-    return out
-
-
-@torch.no_grad()
-def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
-    """Write a full tensor into ``param``, sharded or not."""
-    target = param.to_local() if isinstance(param, DTensor) else param
-    target.copy_(local_slice(full, param).to(dtype=target.dtype, device=target.device))
 
 
 def _device_of(param: torch.Tensor) -> torch.device:
@@ -73,5 +52,5 @@ def init_dense_weights(model: Llama, seed: int, std: float) -> None:
             full = torch.empty(param.shape, device=device).normal_(0.0, std, generator=gen)
         else:
             raise TypeError(f"no initialiser for parameter {name} of {type(owner).__name__}")
-        copy_full_into(param, full)
+        copy_full_(param, full)
     model.reset_rope()
