@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -32,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from parallel.comm_stats import CommCounter  # noqa: E402
-from parallel.distributed import _free_port, init_distributed, shutdown  # noqa: E402
-from trainer.bench_report import add_ratios, markdown_table  # noqa: E402
+from parallel.distributed import init_distributed, shutdown  # noqa: E402
+from trainer.bench_counts import traffic_saving  # noqa: E402
+from trainer.bench_report import add_ratios, combine_rounds, markdown_table  # noqa: E402
 from trainer.bench_run import LAYOUTS, PRECISIONS, Case, case_flags, run_case  # noqa: E402
 from trainer.cli import parse_config  # noqa: E402
 from trainer.config import Method  # noqa: E402
@@ -61,8 +63,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--warmup", type=int, default=3, help="unmeasured steps per case")
     p.add_argument("--steps", type=int, default=5, help="measured steps per case")
     p.add_argument("--out", default="outputs/bench", help="folder for results.json / results.md")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every case this many times, interleaved; report the fastest round",
+    )
     p.add_argument("--nproc", type=int, default=0, help="start torchrun with N processes")
     p.add_argument("--isolate", action="store_true", help="with --nproc: one torchrun per case")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # isolated children
+    p.add_argument(
+        "--counts",
+        action="store_true",
+        help="only count parameters on the meta device and print the gradient-traffic saving",
+    )
     return p.parse_known_args(argv)
 
 
@@ -101,7 +115,7 @@ def meta(args: argparse.Namespace, overrides: list[str], world: int) -> dict:
     }
 
 
-def write_outputs(out: Path, info: dict, results: list[dict]) -> None:
+def write_outputs(out: Path, info: dict, results: list[dict], quiet: bool = False) -> None:
     add_ratios(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": info, "results": results}, indent=2))
@@ -113,16 +127,17 @@ def write_outputs(out: Path, info: dict, results: list[dict]) -> None:
     (out / "results.md").write_text(
         header + markdown_table(ok) + (f"\nFailed cases:\n{failed}" if failed else "")
     )
-    print((out / "results.md").read_text(), flush=True)
+    if not quiet:
+        print((out / "results.md").read_text(), flush=True)
 
 
 def run_in_process(args: argparse.Namespace, overrides: list[str]) -> None:
     """Run every case in this process group (under torchrun, or a single process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    results: list[dict] = []
+    rounds: dict[Case, list[dict]] = {}
     rank = 0
     with CommCounter() as comm:
-        for case in cases_of(args):
+        for case in cases_of(args) * args.rounds:
             flags = case_flags(case, world)
             cfg = parse_config(["--config", args.config, *overrides, *flags])
             info = init_distributed(
@@ -135,17 +150,27 @@ def run_in_process(args: argparse.Namespace, overrides: list[str]) -> None:
                 if rank == 0:
                     traceback.print_exc()
                 result = {"case": case.name, "error": f"{type(exc).__name__}: {exc}"}
-            results.append(result)
+            rounds.setdefault(case, []).append(result)
             if rank == 0:
-                print(f"{case.name}: done", flush=True)
+                summary = result.get("error") or (
+                    f"{result['step_s'] * 1e3:.1f} ms/step, hook {result['hook_s'] * 1e3:.2f} ms"
+                )
+                print(f"{case.name}: {summary}", flush=True)
+    results = [combine_rounds(r) for r in rounds.values()]
     if rank == 0:
-        write_outputs(Path(args.out), meta(args, overrides, world), results)
+        write_outputs(Path(args.out), meta(args, overrides, world), results, args.quiet)
     shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def torchrun(nproc: int, argv: list[str]) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-    cmd += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, *argv]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", __file__, *argv]
     subprocess.run(cmd, check=True)
 
 
@@ -161,8 +186,24 @@ def strip(argv: list[str], flag: str, has_value: bool) -> list[str]:
     return out
 
 
+def print_counts(args: argparse.Namespace, overrides: list[str]) -> None:
+    cfg = parse_config(["--config", args.config, *overrides])
+    c = traffic_saving(cfg)
+    print(
+        f"{args.config} ({cfg.method.name}, rank {cfg.method.rank}): "
+        f"{c['params'] / 1e6:.1f}M parameters, {c['trainable_params'] / 1e6:.1f}M trainable; "
+        f"full-rank model {c['full_params'] / 1e6:.1f}M\n"
+        f"trainable / full-rank parameters: {c['trainable_fraction']:.4f}\n"
+        f"gradient all-reduce saving, replicate: {c['replicate_saving']:.1%}\n"
+        f"traffic saving, FSDP (bf16 all-gathers + fp32 reduce-scatter): {c['fsdp_saving']:.1%}"
+    )
+
+
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
+    if args.counts:
+        print_counts(args, overrides)
+        return 0
     if "WORLD_SIZE" in os.environ or args.nproc <= 0:
         run_in_process(args, overrides)
         return 0
@@ -170,15 +211,19 @@ def main(argv: list[str]) -> int:
     if not args.isolate:
         torchrun(args.nproc, child)
         return 0
-    results = []
-    for i, case in enumerate(cases_of(args)):
+    rounds: dict[Case, list[dict]] = {}
+    for i, case in enumerate(cases_of(args) * args.rounds):
         sub = Path(args.out) / "cases" / f"{i:02d}"
         per_case = child
-        for flag in ("--methods", "--precisions", "--layouts", "--out"):
+        for flag in ("--methods", "--precisions", "--layouts", "--out", "--rounds"):
             per_case = strip(per_case, flag, True)
         selection = ["--methods", case.method, "--precisions", case.precision]
-        torchrun(args.nproc, [*per_case, *selection, "--layouts", case.layout, "--out", str(sub)])
-        results += json.loads((sub / "results.json").read_text())["results"]
+        selection += ["--layouts", case.layout, "--out", str(sub), "--quiet"]
+        torchrun(args.nproc, [*per_case, *selection])
+        rounds.setdefault(case, []).extend(
+            json.loads((sub / "results.json").read_text())["results"]
+        )
+    results = [combine_rounds(r) for r in rounds.values()]
     write_outputs(Path(args.out), meta(args, overrides, args.nproc), results)
     return 0
 

@@ -100,15 +100,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[int], Any], device: torch.device, log: list[float]) -> Callable:
-    """Wrap a method hook: synchronise, time it, append the seconds to ``log``."""
+def _timed(
+    fn: Callable[[int], Any], device: torch.device, log: list[float], cpu_log: list[float]
+) -> Callable:
+    """Wrap a method hook: synchronise, time it, append wall and CPU seconds to the logs."""
 
     def wrapper(step: int) -> Any:
         _sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = fn(step)
         _sync(device)
         log.append(time.perf_counter() - start)
+        cpu_log.append(time.process_time() - cpu_start)
         return out
 
     return wrapper
@@ -139,8 +142,10 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
     """Warm up, then measure ``steps`` steps of a built trainer (collectives counted by ``comm``)."""
     device = tr.info.device
     hook_times: list[float] = []
-    tr.method.before_optimizer_step = _timed(tr.method.before_optimizer_step, device, hook_times)
-    tr.method.after_optimizer_step = _timed(tr.method.after_optimizer_step, device, hook_times)
+    hook_cpu: list[float] = []
+    for name in ("before_optimizer_step", "after_optimizer_step"):
+        hook = getattr(tr.method, name)
+        setattr(tr.method, name, _timed(hook, device, hook_times, hook_cpu))
     grads: list[int] = []
     inner_before = tr.method.before_optimizer_step
 
@@ -157,6 +162,7 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
     graphs1, breaks1 = _dynamo_totals()
     tr.method.before_optimizer_step = before_with_grads
     hook_times.clear()
+    hook_cpu.clear()
     reset_peak(device)
     switched = 0.0
     wall: list[float] = []
@@ -177,12 +183,14 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         dist.all_reduce(loss)  # each rank holds its share of the global mean
     # Per-step hook time: before + after hooks of one step.
     per_step_hook = [a + b for a, b in zip(hook_times[0::2], hook_times[1::2])]
-    step_s, cpu_s, hook_s, hook_mean_s = _max_over_ranks(
+    per_step_hook_cpu = [a + b for a, b in zip(hook_cpu[0::2], hook_cpu[1::2])]
+    step_s, cpu_s, hook_s, hook_mean_s, hook_cpu_s = _max_over_ranks(
         [
             statistics.median(wall),
-            statistics.mean(cpu),
+            statistics.median(cpu),
             statistics.median(per_step_hook),
             statistics.mean(per_step_hook),
+            statistics.median(per_step_hook_cpu),
         ],
         device,
     )
@@ -204,6 +212,8 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         "hook_s": hook_s,
         "hook_mean_s": hook_mean_s,
         "hook_share": hook_s / step_s,
+        "hook_cpu_s": hook_cpu_s,
+        "hook_cpu_share": hook_cpu_s / cpu_s,
         "vectors_switched_per_step": switched / steps,
         "final_loss": float(loss),
         "params": n_params,
