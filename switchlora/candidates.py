@@ -108,6 +108,8 @@ def read_entries(
     """The pool rows `entries` ([K, local width]) on `device` in `dtype`."""
     rows = factor.rows
     picked = rows.index_select(0, _index(entries, rows.device))
+    if picked.device.type == "cpu" and device.type == "cuda":
+        picked = picked.pin_memory()  # a pageable source would make the copy synchronous
     return picked.to(device=device, dtype=dtype, non_blocking=True)
 
 
