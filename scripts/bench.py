@@ -17,6 +17,7 @@ case with ``--isolate`` (clean peak-memory figures and compile caches per case);
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -95,10 +96,8 @@ def cases_of(args: argparse.Namespace) -> list[Case]:
 
 def meta(args: argparse.Namespace, overrides: list[str], world: int) -> dict:
     try:
-        import torchao
-
-        torchao_version = torchao.__version__
-    except ImportError:
+        torchao_version = importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
         torchao_version = None
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
     return {
@@ -201,6 +200,8 @@ def print_counts(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        raise SystemExit("--steps and --rounds must be >= 1, --warmup >= 0")
     if args.counts:
         print_counts(args, overrides)
         return 0
