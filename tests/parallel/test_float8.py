@@ -123,3 +123,31 @@ def _check_switch_edits_float8_weight(tr) -> None:
     tr.method.stateful["switch"].step(STEPS, force_k=2)
     assert not torch.equal(local(layer.base.weight), w_before)
     torch.testing.assert_close(_effective(layer), eff_before, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_frozen_float8_linear_has_no_weight_gradient_matmul():
+    """torchao's float8 matmul always returns a weight gradient; for a frozen weight the
+    compiled backward drops it (one matmul: the input gradient) and saves no input."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(64, 64, bias=False))
+    model[0].weight.requires_grad_(False)
+    apply_float8(model, "tensorwise", all_gather=False, emulate=True)
+    graphs = {}
+
+    def backend(gm, inputs):
+        def keep(name):
+            def compiler(graph, _):
+                graphs[name] = graph
+                return graph
+
+            return compiler
+
+        return aot_module_simplified(gm, inputs, fw_compiler=keep("fw"), bw_compiler=keep("bw"))
+
+    x = torch.randn(8, 64, requires_grad=True)
+    torch.compile(model, backend=backend, fullgraph=True)(x).sum().backward()
+    matmuls = [n for n in graphs["bw"].graph.nodes if n.target is torch.ops.aten.mm.default]
+    assert len(matmuls) == 1
+    assert x.grad is not None and model[0].weight.grad is None
