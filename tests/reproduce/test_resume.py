@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -71,5 +72,6 @@ def test_interrupted_suite_resumes_without_retraining(tmp_path):
     assert sw_rank["numerical_rank_frac"] < results["runs"]["full"]["rank"]["numerical_rank_frac"]
     report = (out / "report.md").read_text()
     assert "| full | 0.003 |" in report and "| switchlora | 0.01 |" in report
-    assert (out / "val_loss.png").stat().st_size > 0 or "matplotlib" in third.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "val_loss.png").stat().st_size > 0
     assert list((sw / "tb").glob("events.out.tfevents.*"))
