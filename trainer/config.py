@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import tomllib
 
+from switchlora.options import DEFAULT_TARGET_MODULES
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or inconsistent; the message names the key."""
@@ -183,15 +185,7 @@ class Method:
     """Adapter rank r."""
     alpha: float = 1.0
     """Adapter scale numerator: s = alpha / rank."""
-    target_modules: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     """Linear layers that get an adapter; the rest of the model trains full-rank."""
     interval0: float = 40.0
     """SwitchLoRA: initial switching interval (steps between switches of one vector)."""
