@@ -19,16 +19,7 @@ def adapter_export_bytes(
 ) -> int:
     """Bytes of lora_A [r, n] and lora_B [m, r] of the ``targets`` projections of every block."""
     element = torch.empty((), dtype=dtype).element_size()
-    kv = args.n_kv_heads * args.head_dim
-    shapes = {
-        "q_proj": (args.dim, args.dim),
-        "k_proj": (kv, args.dim),
-        "v_proj": (kv, args.dim),
-        "o_proj": (args.dim, args.dim),
-        "gate_proj": (args.ffn_dim, args.dim),
-        "up_proj": (args.ffn_dim, args.dim),
-        "down_proj": (args.dim, args.ffn_dim),
-    }
+    shapes = args.linear_shapes()
     per_block = sum(rank * (m + n) for name, (m, n) in shapes.items() if name in targets)
     return per_block * args.n_layers * element
 
