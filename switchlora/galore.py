@@ -34,6 +34,7 @@ from switchlora.galore_projector import (
     projection_side,
     projector_shape,
 )
+from switchlora.optimizer import check_adamw_hyperparameters
 from switchlora.row_collectives import shard_group
 from switchlora.sharding import as_sharded_like, local, sharded_range
 
@@ -71,10 +72,7 @@ class GaLoreAdamW(Optimizer):
         scale: float = 0.25,
     ) -> None:
         """Groups without `rank` (or with rank None) are plain AdamW."""
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"lr, eps, weight_decay must be >= 0, got {lr}, {eps}, {weight_decay}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        check_adamw_hyperparameters(lr, betas, eps, weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,

@@ -26,6 +26,20 @@ from switchlora.sharding import local, local_range
 KINDS = ("dense", "lora_A", "lora_B")
 
 
+def check_adamw_hyperparameters(
+    lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+) -> None:
+    """Raise ValueError naming the first invalid AdamW hyper-parameter."""
+    if lr < 0:
+        raise ValueError(f"lr must be >= 0, got {lr}")
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"betas must lie in [0, 1), got {betas}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+
+
 class SwitchAdamW(Optimizer):
     """Decoupled-weight-decay Adam; param groups carry `kind` in ("dense", "lora_A", "lora_B")."""
 
@@ -38,14 +52,7 @@ class SwitchAdamW(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         """Groups without "kind" are "dense"; lr, betas, eps, weight_decay may be set per group."""
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        check_adamw_hyperparameters(lr, betas, eps, weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
