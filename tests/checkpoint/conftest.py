@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, launch_env, train_command
 
 STEPS = 8
 HALF = 4
@@ -66,25 +66,8 @@ def launch(
     args: list[str], nproc: int = 2, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run scripts/train.py (torchrun for nproc > 1) and return the finished process."""
-    script = str(ROOT / "scripts/train.py")
-    if nproc > 1:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={nproc}",
-            f"--master_port={free_port()}",
-            "--master_addr=127.0.0.1",
-            script,
-        ]
-    else:
-        cmd = [sys.executable, script]
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
+    cmd = train_command(ROOT / "scripts/train.py", nproc)
+    full_env = launch_env(env)
     return subprocess.run(
         [*cmd, *args], capture_output=True, text=True, timeout=600, env=full_env, cwd=ROOT
     )
