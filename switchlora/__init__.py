@@ -1,9 +1,9 @@
 """SwitchLoRA: switched low-rank adapters for pre-training (arXiv 2406.06564).
 
 Usable without the trainer: adapter layer, conversion, init, switch schedule, candidate
-sources, the static-shape switch kernel, the per-vector AdamW and the switch controller;
-and the two baselines the paper compares with: ReLoRA (``ReLoRAController``) and GaLore
-(``GaLoreAdamW``).
+sources, the per-vector AdamW (state stacked per layer shape) and the switch controller
+(batched over the layers of one shape); and the two baselines the paper compares with:
+ReLoRA (``ReLoRAController``) and GaLore (``GaLoreAdamW``).
 
 Wiring (single process or FSDP2):
 
@@ -14,7 +14,7 @@ Wiring (single process or FSDP2):
 3. ``pools = initialize_adapters_(layers, options, w_init, device, return_pools=...)``
    (or ``init_adapter_layer_full`` + ``copy_full_`` per layer): world-size independent.
 4. ``optimizer = SwitchAdamW(param_groups(model, layers), lr=...)``.
-5. ``ctrl = SwitchController(layers, options, total_steps, optimizer, compile=...)``;
+5. ``ctrl = SwitchController(layers, options, total_steps, optimizer)``;
    ``ctrl.init_state(pools or None)`` (None regenerates the pools from the seed).
 6. Every step: backward -> clip -> ``ctrl.step(t)`` -> ``optimizer.step()`` -> lr step ->
    ``zero_grad()``. Checkpoint ``ctrl.state_dict()`` next to model and optimizer.

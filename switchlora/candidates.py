@@ -74,6 +74,29 @@ def choose_entries(
     return old, new
 
 
+def sequential_choice(
+    use: np.ndarray,
+    nexts: np.ndarray,
+    positions: np.ndarray,
+    active: np.ndarray,
+    size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sequential walk of :func:`choose_entries` for G pools at once.
+
+    use [G, r] (updated in place), nexts [G] ring pointers, positions [G, K], active [G, K]
+    (the first k_g slots of row g), size C. Returns (old, new, nexts after): old [G, K] the
+    released entries (-1 on inactive slots), new [G, K] the incoming ones (0 on inactive slots).
+    """
+    layer, slot = np.nonzero(active)
+    old = np.full(positions.shape, -1, np.int64)
+    new = np.zeros(positions.shape, np.int64)
+    held = positions[layer, slot]
+    old[layer, slot] = use[layer, held]
+    new[layer, slot] = (nexts[layer] + slot) % size
+    use[layer, held] = new[layer, slot]
+    return old, new, (nexts + active.sum(axis=1)) % size
+
+
 def to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
     """A host array on `device` without a host-device synchronisation.
 
@@ -84,43 +107,6 @@ def to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
-
-
-def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    return to_device(np.asarray(values, dtype=np.int64), device)
-
-
-@torch.no_grad()
-def write_back(factor: PoolFactor, entries: np.ndarray, vectors: torch.Tensor) -> None:
-    """Store the outgoing vectors ([k, local width]) into pool entries `entries`."""
-    if len(entries) == 0:
-        return
-    rows = factor.rows
-    factor.rows.index_copy_(
-        0, _index(entries, rows.device), vectors.to(device=rows.device, dtype=rows.dtype)
-    )
-
-
-@torch.no_grad()
-def read_entries(
-    factor: PoolFactor, entries: np.ndarray, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """The pool rows `entries` ([K, local width]) on `device` in `dtype`."""
-    rows = factor.rows
-    picked = rows.index_select(0, _index(entries, rows.device))
-    if picked.device.type == "cpu" and device.type == "cuda":
-        picked = picked.pin_memory()  # a pageable source would make the copy synchronous
-    return picked.to(device=device, dtype=dtype, non_blocking=True)
-
-
-def place_pool(rows: torch.Tensor, device: torch.device, offload_cpu: bool) -> torch.Tensor:
-    """Move pool rows to the compute device, or to CPU (pinned when CUDA exists) for offload."""
-    if not offload_cpu:
-        return rows.to(device=device).contiguous()
-    rows = rows.to("cpu").contiguous()
-    if torch.cuda.is_available():
-        rows = rows.pin_memory()
-    return rows
 
 
 def seeded_candidates(

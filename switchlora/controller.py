@@ -7,22 +7,30 @@ from options.seed only, consumed in a fixed order, so every rank decides identic
 - decision generator (seed, DECISION_STREAM): per step, per layer in dict order, exactly
   one `random()` for the stochastic rounding of r / interval(t) (also for layers that cannot
   switch). k = min(that, the spec's pointer cap, K_max).
-- choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer,
-  one `choice(free, k, replace=False)` for A, then one for B.
+- choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer in
+  dict order, one `choice(free, k, replace=False)` for A, then one for B.
+
+Layers of equal local shape switch together (:mod:`switchlora.switch_group`); all index
+tensors of a step reach the device in one copy; column-sharded A rows are all-gathered once
+per step for every layer. The counterparts' optimizer state is reset in the optimizer's
+stacked banks, and the frozen vectors are handed to the optimizer, which zeroes their
+gradients in its stacked update (the parameters' own .grad is left as backward made it).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from switchlora import schedule
+from switchlora.candidates import choose_entries
+from switchlora.index_pack import IndexPack
 from switchlora.init import candidate_pools, layer_switchable
-from switchlora.kernel import switch_kernel
 from switchlora.layer import AdapterLinear
-from switchlora.layer_state import LayerSwitchState
+from switchlora.layer_state import HostCounters, LayerSwitchState
 from switchlora.layout import layer_layout
 from switchlora.optimizer import SwitchAdamW
 from switchlora.options import SwitchLoRAOptions
@@ -33,8 +41,9 @@ from switchlora.seeding import (
     numpy_generator,
     torch_generator,
 )
-from switchlora.sharding import local
-from switchlora.switch_inputs import SwitchInputs, gather_pending, prepare_switch
+from switchlora.sharding import gather_rows_many
+from switchlora.switch_group import Decision, Selected, SwitchGroup, group_key
+from switchlora.vector_bank import BankIndex, VectorBank
 
 
 class SwitchController:
@@ -46,15 +55,14 @@ class SwitchController:
         options: SwitchLoRAOptions,
         total_steps: int,
         optimizer: SwitchAdamW,
-        compile: bool = True,
         generator_device: torch.device | str = "cpu",
     ) -> None:
         """`layers` as returned by convert_to_adapters (after sharding and init), in that order.
 
         The optimizer must hold each lora_A in a "lora_A" group and each lora_B in a "lora_B"
-        group. `compile` wraps the switch kernel with torch.compile; `generator_device` is
-        where init pools and seeded candidates are drawn (CPU draws match on every machine).
-        With options.switching False the controller does nothing.
+        group. `generator_device` is where init pools and seeded candidates are drawn (CPU
+        draws match on every machine). With options.switching False the controller does
+        nothing.
         """
         options.validate()
         if total_steps < 1:
@@ -65,7 +73,6 @@ class SwitchController:
         self.generator_device = torch.device(generator_device)
         self.enabled = options.switching
         self.slots = schedule.max_slots(options.rank, options.interval0)
-        self._switch_fn = switch_kernel(compile)
         self.decision_rng = numpy_generator(options.seed, DECISION_STREAM)
         self.choice_rng = numpy_generator(options.seed, CHOICE_STREAM)
         self.last_step = -1
@@ -77,23 +84,27 @@ class SwitchController:
                 if optimizer.kind_of(param) != kind:
                     raise ValueError(f"{name}: its {kind} is not in a {kind!r} optimizer group")
             lay = layer_layout(layer)
-            device = local(layer.lora_A).device
-            r = options.rank
             self.layers.append(
                 LayerSwitchState(
                     name=name,
                     index=index,
                     layer=layer,
                     layout=lay,
-                    switchable=layer_switchable(lay.m, lay.n, r),
-                    frz_a=torch.zeros(r, dtype=torch.int32, device=device),
-                    frz_b=torch.zeros(r, dtype=torch.int32, device=device),
-                    p_a=0,
-                    p_b=r // 2,
-                    frz_host_a=np.zeros(r, np.int32),
-                    frz_host_b=np.zeros(r, np.int32),
+                    switchable=layer_switchable(lay.m, lay.n, options.rank),
+                    counters=HostCounters.zeros(1, options.rank),
+                    row=0,
                 )
             )
+        by_key: dict[tuple, list[LayerSwitchState]] = {}
+        for st in self.layers:
+            if st.switchable:
+                by_key.setdefault(group_key(st), []).append(st)
+        self.groups = [SwitchGroup(states, options) for states in by_key.values()]
+        devices = {g.device for g in self.groups}
+        if len(devices) > 1:
+            raise ValueError(f"adapter layers live on several devices: {sorted(map(str, devices))}")
+        self.device = devices.pop() if devices else torch.device("cpu")
+        self._bank_version = -1
         self._initialized = options.candidate_source != "pool" or not self.enabled
 
     # ------------------------------------------------------------------ setup
@@ -108,26 +119,45 @@ class SwitchController:
             self._initialized = True
             return
         pools = pools or {}
-        for st in self.layers:
-            if not st.switchable:
-                continue
-            given = pools.get(st.name)
-            if given is not None:
-                pool_a, pool_b = given["pool_A"], given["pool_B"]
-            else:
+        for group in self.groups:
+            full = []
+            for st in group.states:
+                given = pools.get(st.name)
+                if given is not None:
+                    full.append((given["pool_A"], given["pool_B"]))
+                    continue
                 lay = st.layout
                 generator = torch_generator(
                     self.generator_device, self.options.seed, INIT_STREAM, st.index
                 )
-                pool_a, pool_b = candidate_pools(
-                    lay.m, lay.n, lay.r, self.options.init, generator, self.generator_device
+                full.append(
+                    candidate_pools(
+                        lay.m, lay.n, lay.r, self.options.init, generator, self.generator_device
+                    )
                 )
-            st.attach_pools(pool_a, pool_b, self.options.pool_offload_cpu)
+            group.attach_pools(full, self.options.pool_offload_cpu)
         self._initialized = True
 
     def _ensure_initialized(self) -> None:
         if not self._initialized:
             self.init_state()
+
+    def _refresh_banks(self) -> None:
+        """(Re)resolve each group's optimizer banks (they are rebuilt when state is loaded)."""
+        if self._bank_version == self.optimizer.bank_version:
+            return
+        for group in self.groups:
+            for kind, params in (("a", group.a_params), ("b", group.b_params)):
+                slots = [self.optimizer.bank_of(p) for p in params]
+                banks = {id(bank) for bank, _ in slots}
+                if len(banks) != 1:
+                    raise ValueError(
+                        f"{group.states[0].name}: layers of one shape are in different "
+                        "optimizer param groups; give every lora_{kind.upper()} one group"
+                    )
+                setattr(group, f"bank_{kind}", slots[0][0])
+                setattr(group, f"bank_rows_{kind}", np.array([i for _, i in slots], np.int64))
+        self._bank_version = self.optimizer.bank_version
 
     # ------------------------------------------------------------------ step
     def interval(self, t: int) -> float:
@@ -139,7 +169,7 @@ class SwitchController:
 
     @torch.no_grad()
     def step(self, t: int, force_k: int | None = None) -> dict[str, float]:
-        """Switch, freeze, reset and mask gradients for step t (after clipping, before optimizer.step).
+        """Switch, freeze and reset for step t (after clipping, before optimizer.step).
 
         `force_k` overrides the drawn count (still capped; the generator is consumed as usual):
         for tests and tools. Returns host-side statistics (no device sync): vectors_switched
@@ -148,94 +178,113 @@ class SwitchController:
         if not self.enabled:
             return {"vectors_switched": 0.0, "interval": float("inf"), "frozen_vectors": 0.0}
         self._ensure_initialized()
+        self._refresh_banks()
         o = self.options
         interval_t = self.interval(t)
         schedule.check_interval(interval_t, o.freeze_steps)
         expected = schedule.expected_switches(o.rank, interval_t)
-        switched = 0
-        frozen = 0
-        pending: list[tuple[LayerSwitchState, int, SwitchInputs]] = []
-        for st in self.layers:
-            k = schedule.stochastic_round(expected, self.decision_rng)
-            if force_k is not None:
-                k = force_k
-            if not st.switchable:
-                k = 0
-            f_a, f_b = st.frozen_counts()
-            k = max(0, min(k, schedule.switch_cap(st.p_a, st.p_b, f_a, f_b, o.rank), self.slots))
-            if k > 0 or f_a + f_b > 0:
-                # k = 0 with frozen vectors: the same kernel, all slots inactive, still masks
-                # gradients and counts the freezes down (one graph per layer signature).
-                pending.append((st, k, self._prepare_layer(st, k, t)))
-            frozen += int((st.frz_host_a > 0).sum() + (st.frz_host_b > 0).sum())
-            np.subtract(st.frz_host_a, 1, out=st.frz_host_a)
-            np.maximum(st.frz_host_a, 0, out=st.frz_host_a)
-            np.subtract(st.frz_host_b, 1, out=st.frz_host_b)
-            np.maximum(st.frz_host_b, 0, out=st.frz_host_b)
-            switched += 2 * k
-        # One all-gather of A rows for all column-sharded layers, then the kernels.
-        gather_pending([inputs for _, _, inputs in pending])
-        for st, k, inputs in pending:
-            self._run_kernel(st, k, inputs)
+        low = math.floor(expected)
+        draws = self.decision_rng.random(len(self.layers))  # one draw per layer, dict order
+        k_all = low + (draws < expected - low).astype(np.int64)
+        if force_k is not None:
+            k_all[:] = force_k
+        decisions = [g.decide(k_all[g.layer_ids], self.slots) for g in self.groups]
+        if o.candidate_source == "pool":
+            if o.pool_choice == "sequential":
+                for group, d in zip(self.groups, decisions):
+                    group.choose_sequential(d)
+            else:
+                self._choose_random(decisions)
+        pack = IndexPack(self.device)
+        for group, d in zip(self.groups, decisions):
+            if d.slots > 0:
+                group.queue_indices(d, pack)
+        bank_indices, frozen = self._queue_bank_indices(decisions, pack)
+        pack.send()
+        self._apply(t, decisions, pack)
+        for bank, (reset, frozen_index) in bank_indices.items():
+            bank.reset(reset.resolve(pack))
+            bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
+        for group in self.groups:
+            for counters in (group.counters.frz_a, group.counters.frz_b):
+                np.subtract(counters, 1, out=counters)
+                np.maximum(counters, 0, out=counters)
         self.last_step = t
         return {
-            "vectors_switched": float(switched),
+            "vectors_switched": float(2 * sum(int(d.k.sum()) for d in decisions)),
             "interval": float(interval_t),
             "frozen_vectors": float(frozen),
         }
 
-    def _grads(self, st: LayerSwitchState) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        grad_a, grad_b = st.layer.lora_A.grad, st.layer.lora_B.grad
-        return (
-            None if grad_a is None else local(grad_a),
-            None if grad_b is None else local(grad_b),
-        )
+    def _choose_random(self, decisions: list[Decision]) -> None:
+        """Random pool choice, layer by layer in dict order (the choice generator's order)."""
+        for d in decisions:
+            shape = d.idx_a.shape
+            d.old_a, d.old_b = np.full(shape, -1, np.int64), np.full(shape, -1, np.int64)
+            d.new_a, d.new_b = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+        rows = [
+            (st.index, group, d, st.row)
+            for group, d in zip(self.groups, decisions)
+            for st in group.states
+        ]
+        for _, group, d, row in sorted(rows, key=lambda x: x[0]):
+            k = int(d.k[row])
+            if k == 0:
+                continue
+            st = group.states[row]
+            for factor, idx, old, new in (
+                (st.pool_a, d.idx_a, d.old_a, d.new_a),
+                (st.pool_b, d.idx_b, d.old_b, d.new_b),
+            ):
+                assert factor is not None and old is not None and new is not None
+                old[row, :k], new[row, :k] = choose_entries(
+                    factor, idx[row, :k], "random", self.choice_rng
+                )
 
-    def _prepare_layer(self, st: LayerSwitchState, k: int, t: int) -> SwitchInputs:
-        """Host decisions and inputs of one layer's switch (row gathers left pending)."""
-        o, slots = self.options, self.slots
-        positions_a = (st.p_a + np.arange(k)) % o.rank
-        positions_b = (st.p_b + np.arange(k)) % o.rank
-        st.frz_host_b[positions_a] = o.freeze_steps
-        st.frz_host_a[positions_b] = o.freeze_steps
-        return prepare_switch(
-            st, k, t, slots, o, self.choice_rng, self.generator_device, gather=False
-        )
+    def _queue_bank_indices(
+        self, decisions: list[Decision], pack: IndexPack
+    ) -> tuple[dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]], int]:
+        """Counterparts to reset and vectors to freeze, per optimizer bank; frozen count."""
+        per_bank: dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]] = {}
+        frozen = 0
+        r = self.options.rank
+        for group, d in zip(self.groups, decisions):
+            layer, slot = np.nonzero(d.active)
+            c = group.counters
+            frozen += int((c.frz_a > 0).sum() + (c.frz_b > 0).sum())
+            for kind, positions, counters in (
+                ("a", d.idx_b[layer, slot], c.frz_a),  # B column j switched: reset A row j
+                ("b", d.idx_a[layer, slot], c.frz_b),
+            ):
+                bank: VectorBank = getattr(group, f"bank_{kind}")
+                bank_rows: np.ndarray = getattr(group, f"bank_rows_{kind}")
+                reset, freeze = per_bank.setdefault(bank, (_BankIndexHost(), _BankIndexHost()))
+                reset.add(bank, bank_rows[layer], positions, r, with_steps=True)
+                f_layer, f_pos = np.nonzero(counters > 0)
+                freeze.add(bank, bank_rows[f_layer], f_pos, r, with_steps=False)
+        for reset, freeze in per_bank.values():
+            reset.queue(pack)
+            freeze.queue(pack)
+        return per_bank, frozen
 
-    def _run_kernel(self, st: LayerSwitchState, k: int, inputs: SwitchInputs) -> None:
-        """Apply one layer's switch with its complete inputs."""
-        o = self.options
-        layer = st.layer
-        state_a = self.optimizer.state_for(layer.lora_A, "lora_A")
-        state_b = self.optimizer.state_for(layer.lora_B, "lora_B")
-        grad_a, grad_b = self._grads(st)
-        self._switch_fn(
-            local(layer.base.weight),
-            inputs.a_work,
-            local(layer.lora_B),
-            inputs.a_rows,
-            inputs.c_full,
-            inputs.c_work,
-            inputs.d_local,
-            inputs.idx_a,
-            inputs.idx_b,
-            inputs.active,
-            st.frz_a,
-            st.frz_b,
-            local(state_a["exp_avg"]),
-            local(state_a["exp_avg_sq"]),
-            state_a["step"],
-            local(state_b["exp_avg"]),
-            local(state_b["exp_avg_sq"]),
-            state_b["step"],
-            grad_a,
-            grad_b,
-            layer.scale,
-            o.freeze_steps,
-            *st.layout.a_rows,
-        )
-        if inputs.a_full is not None and k > 0:
-            local(layer.lora_A).copy_(inputs.a_full.narrow(0, *st.layout.a_rows))
+    def _apply(self, t: int, decisions: list[Decision], pack: IndexPack) -> None:
+        """Device work: select (all groups), one row gather, then the writes."""
+        selected: list[tuple[SwitchGroup, Decision, Selected]] = []
+        for group, d in zip(self.groups, decisions):
+            if d.slots > 0:
+                sel = group.select(d, pack, t, self.slots, self.generator_device)
+                selected.append((group, d, sel))
+        waiting = [(g, sel) for g, _, sel in selected if sel.to_gather is not None]
+        by_mesh: dict[int, list[tuple[SwitchGroup, Selected]]] = {}
+        for group, sel in waiting:
+            by_mesh.setdefault(id(group.a_params[0].device_mesh), []).append((group, sel))
+        for items in by_mesh.values():
+            flat = [sel.to_gather.reshape(-1, sel.to_gather.shape[2]) for _, sel in items]
+            full = gather_rows_many(flat, items[0][0].a_params[0])
+            for (group, sel), rows in zip(items, full):
+                group.take_gathered(sel, rows.view(len(group.states), -1, rows.shape[1]))
+        for group, d, sel in selected:
+            group.write(d, sel, pack)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -270,8 +319,54 @@ class SwitchController:
         """Bytes of candidate pools held by this process (0 for the seeded source)."""
         self._ensure_initialized()
         total = 0
-        for st in self.layers:
-            for factor in (st.pool_a, st.pool_b):
-                if factor is not None:
-                    total += factor.rows.numel() * factor.rows.element_size()
+        for group in self.groups:
+            for pool in (group.pool_a, group.pool_b):
+                if pool is not None:
+                    total += pool.numel() * pool.element_size()
         return total
+
+
+class _BankIndexHost:
+    """Host side of a BankIndex: flat indices collected from several groups."""
+
+    def __init__(self) -> None:
+        self.moment: list[np.ndarray] = []
+        self.step: list[np.ndarray] = []
+        self.with_steps = False
+        self.handles: tuple[int, int | None] | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of vectors (moment indices)."""
+        return sum(len(x) for x in self.moment)
+
+    def add(
+        self,
+        bank: VectorBank,
+        bank_rows: np.ndarray,
+        positions: np.ndarray,
+        rank: int,
+        with_steps: bool,
+    ) -> None:
+        """Vectors `positions` of bank layers `bank_rows` (moments: local rows of A only)."""
+        if bank.kind == "lora_A":
+            start, length = bank.rows
+            held = (positions >= start) & (positions < start + length)
+            self.moment.append(bank_rows[held] * length + positions[held] - start)
+        else:
+            self.moment.append(bank_rows * rank + positions)
+        if with_steps:
+            self.with_steps = True
+            self.step.append(bank_rows * rank + positions)
+
+    def queue(self, pack: IndexPack) -> None:
+        """Queue the concatenated indices."""
+        moment = pack.add(np.concatenate(self.moment) if self.moment else np.zeros(0))
+        step = pack.add(np.concatenate(self.step)) if self.with_steps else None
+        self.handles = (moment, step)
+
+    def resolve(self, pack: IndexPack) -> BankIndex:
+        """The device BankIndex after pack.send()."""
+        assert self.handles is not None
+        moment, step = self.handles
+        return BankIndex(pack.get(moment), None if step is None else pack.get(step))

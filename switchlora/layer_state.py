@@ -1,4 +1,9 @@
-"""Per-layer switch state kept by the controller (host decisions + device freeze counters)."""
+"""Per-layer switch state: a view of its group's stacked host arrays and pools.
+
+The controller keeps the pointers and freeze counters of all layers of one shape in numpy
+arrays (decisions for many layers at once) and their pools in one stacked tensor; this
+class exposes one layer's slice of them by name, and its part of the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,42 @@ from typing import Any
 import numpy as np
 import torch
 
-from switchlora.candidates import PoolFactor, place_pool
-from switchlora.init import initial_pool_indices
+from switchlora.candidates import PoolFactor
 from switchlora.layer import AdapterLinear
 from switchlora.layout import LayerLayout
 from switchlora.sharding import as_sharded_like, local
 
 
 @dataclass
+class HostCounters:
+    """Pointers and freeze counters of G layers (host side: decisions never sync a device)."""
+
+    p_a: np.ndarray
+    """[G] int64 round-robin pointers of A rows (next position to switch)."""
+
+    p_b: np.ndarray
+    """[G] int64 pointers of B columns; each stays r // 2 ahead of p_a."""
+
+    frz_a: np.ndarray
+    """[G, r] int32 remaining frozen steps of each A row."""
+
+    frz_b: np.ndarray
+    """[G, r] int32 remaining frozen steps of each B column."""
+
+    @classmethod
+    def zeros(cls, layers: int, rank: int) -> HostCounters:
+        """Counters at step 0: p_a = 0, p_b = r // 2, nothing frozen."""
+        return cls(
+            p_a=np.zeros(layers, np.int64),
+            p_b=np.full(layers, rank // 2, np.int64),
+            frz_a=np.zeros((layers, rank), np.int32),
+            frz_b=np.zeros((layers, rank), np.int32),
+        )
+
+
+@dataclass(eq=False)
 class LayerSwitchState:
-    """Pointers, freeze counters and candidate pools of one adapter layer."""
+    """Pointers, freeze counters and candidate pools of one adapter layer (views)."""
 
     name: str
     """Module path of the layer."""
@@ -34,29 +65,55 @@ class LayerSwitchState:
     switchable: bool
     """False when C = min(m, n) <= r: the layer never switches."""
 
-    frz_a: torch.Tensor
-    """[r] int32 on the compute device: remaining frozen steps of each A row."""
+    counters: HostCounters
+    """The stacked counters of this layer's group."""
 
-    frz_b: torch.Tensor
-    """[r] int32 on the compute device: remaining frozen steps of each B column."""
+    row: int
+    """This layer's row in `counters` (and in its group's stacked pools)."""
 
-    p_a: int = 0
-    """Round-robin pointer of A rows (next position to switch)."""
+    pool_a: PoolFactor | None = field(default=None)
+    """A candidate pool (pool source only): a view of the group's stacked pool."""
 
-    p_b: int = 0
-    """Round-robin pointer of B columns; stays r // 2 ahead of p_a."""
-
-    frz_host_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    """Host mirror of frz_a (no device sync needed for the cap)."""
-
-    frz_host_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    """Host mirror of frz_b."""
-
-    pool_a: PoolFactor | None = None
-    """A candidate pool (pool source only)."""
-
-    pool_b: PoolFactor | None = None
+    pool_b: PoolFactor | None = field(default=None)
     """B candidate pool (pool source only)."""
+
+    @property
+    def p_a(self) -> int:
+        """Round-robin pointer of A rows."""
+        return int(self.counters.p_a[self.row])
+
+    @p_a.setter
+    def p_a(self, value: int) -> None:
+        self.counters.p_a[self.row] = value
+
+    @property
+    def p_b(self) -> int:
+        """Round-robin pointer of B columns."""
+        return int(self.counters.p_b[self.row])
+
+    @p_b.setter
+    def p_b(self, value: int) -> None:
+        self.counters.p_b[self.row] = value
+
+    @property
+    def frz_host_a(self) -> np.ndarray:
+        """[r] int32 remaining frozen steps of each A row (a view)."""
+        return self.counters.frz_a[self.row]
+
+    @property
+    def frz_host_b(self) -> np.ndarray:
+        """[r] int32 remaining frozen steps of each B column (a view)."""
+        return self.counters.frz_b[self.row]
+
+    @property
+    def frz_a(self) -> torch.Tensor:
+        """frz_host_a as a CPU tensor (shares memory)."""
+        return torch.from_numpy(self.frz_host_a)
+
+    @property
+    def frz_b(self) -> torch.Tensor:
+        """frz_host_b as a CPU tensor (shares memory)."""
+        return torch.from_numpy(self.frz_host_b)
 
     @property
     def device(self) -> torch.device:
@@ -64,24 +121,8 @@ class LayerSwitchState:
         return local(self.layer.lora_A).device
 
     def frozen_counts(self) -> tuple[int, int]:
-        """(f_A, f_B): A rows and B columns frozen right now (host mirror)."""
+        """(f_A, f_B): A rows and B columns frozen right now."""
         return int((self.frz_host_a > 0).sum()), int((self.frz_host_b > 0).sum())
-
-    def attach_pools(self, pool_a: torch.Tensor, pool_b: torch.Tensor, offload_cpu: bool) -> None:
-        """Keep this rank's part of the full pools (pool_A [C, n], pool_B [C, m])."""
-        lay = self.layout
-        c = pool_a.shape[0]
-        if tuple(pool_a.shape) != (c, lay.n) or tuple(pool_b.shape) != (c, lay.m):
-            raise ValueError(
-                f"{self.name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} do not fit "
-                f"m={lay.m}, n={lay.n}"
-            )
-        a_rows = pool_a.narrow(1, *lay.a_cols)
-        b_rows = pool_b.narrow(1, *lay.m_rows)
-        dtype = self.layer.lora_A.dtype
-        use_a, use_b = initial_pool_indices(c, lay.r)
-        self.pool_a = PoolFactor(place_pool(a_rows.to(dtype), self.device, offload_cpu), use_a, 0)
-        self.pool_b = PoolFactor(place_pool(b_rows.to(dtype), self.device, offload_cpu), use_b, 0)
 
     def pool_dtensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pools as DTensors on the layer's mesh (plain tensors single-process)."""
@@ -119,18 +160,16 @@ class LayerSwitchState:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Restore from state_dict(); pools are copied into the existing local shards."""
         self.p_a, self.p_b = int(sd["p_a"]), int(sd["p_b"])
-        self.frz_host_a = _host_int32(sd["frz_a"])
-        self.frz_host_b = _host_int32(sd["frz_b"])
-        self.frz_a.copy_(torch.from_numpy(self.frz_host_a))
-        self.frz_b.copy_(torch.from_numpy(self.frz_host_b))
+        self.frz_host_a[:] = _host_int32(sd["frz_a"])
+        self.frz_host_b[:] = _host_int32(sd["frz_b"])
         if self.pool_a is None or self.pool_b is None:
             if "pool_A" in sd:
                 raise ValueError(f"{self.name}: checkpoint has pools but this controller has none")
             return
         if "pool_A" not in sd:
             raise ValueError(f"{self.name}: checkpoint has no pools but the pool source is used")
-        self.pool_a.use = np.asarray(sd["use_a"], dtype=np.int64).copy()
-        self.pool_b.use = np.asarray(sd["use_b"], dtype=np.int64).copy()
+        self.pool_a.use[:] = np.asarray(sd["use_a"], dtype=np.int64)
+        self.pool_b.use[:] = np.asarray(sd["use_b"], dtype=np.int64)
         self.pool_a.next, self.pool_b.next = int(sd["next_a"]), int(sd["next_b"])
         for factor, value in ((self.pool_a, sd["pool_A"]), (self.pool_b, sd["pool_B"])):
             source = local(value)

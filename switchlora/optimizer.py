@@ -5,9 +5,11 @@ Parameters of kind "lora_A" ([r, n]) keep `step` of shape [r, 1] (one count per 
 scalar step and follow torch.optim.AdamW exactly. The switch controller zeroes the counts
 (and moments) of counterparts it freezes; every count advances by 1 at every step.
 
-Works on plain tensors and on FSDP2 DTensors: moments are zeros_like(param) (DTensors
-shaped like the param), the math runs on local shards, and per-vector step tensors are
-plain full tensors, identical on every rank (sliced to the local rows of a row-sharded A).
+LoRA factors of equal local shape are updated together from stacked state
+(:mod:`switchlora.vector_bank`): a handful of tensor ops per shape instead of per parameter.
+Works on plain tensors and on FSDP2 DTensors: moments are DTensors shaped like the param,
+the math runs on local shards, and per-vector step tensors are plain full tensors, identical
+on every rank (sliced to the local rows of a row-sharded A).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.optim import Optimizer
 
 from switchlora.layer import AdapterLinear
 from switchlora.sharding import local, local_range
+from switchlora.vector_bank import VectorBank, bank_key, bias_correction, build_bank
 
 KINDS = ("dense", "lora_A", "lora_B")
 
@@ -68,6 +71,10 @@ class SwitchAdamW(Optimizer):
                 for p in group["params"]:
                     if p.dim() != 2:
                         raise ValueError(f"{group['kind']} params must be 2-D, got {p.shape}")
+        self._banks: list[tuple[VectorBank, dict[str, Any]]] | None = None
+        self._bank_of: dict[int, tuple[VectorBank, int]] = {}
+        self.bank_version = 0
+        """Increases whenever the banks are rebuilt (after load_state_dict)."""
 
     def kind_of(self, param: torch.Tensor) -> str | None:
         """The kind of the group holding `param`, or None when it is not optimised here."""
@@ -76,8 +83,50 @@ class SwitchAdamW(Optimizer):
                 return group["kind"]
         return None
 
+    def banks(self) -> list[VectorBank]:
+        """The banks of every LoRA factor (created, adopting any existing state, on first use)."""
+        return [bank for bank, _ in self._ensure_banks()]
+
+    def bank_of(self, param: torch.Tensor) -> tuple[VectorBank, int]:
+        """(bank, index in the bank) of a lora_A / lora_B parameter."""
+        self._ensure_banks()
+        try:
+            return self._bank_of[id(param)]
+        except KeyError:
+            raise ValueError(
+                "parameter is not a lora_A / lora_B parameter of this optimizer"
+            ) from None
+
+    def _ensure_banks(self) -> list[tuple[VectorBank, dict[str, Any]]]:
+        if self._banks is not None:
+            return self._banks
+        self._banks = []
+        self._bank_of = {}
+        for group in self.param_groups:
+            kind = group["kind"]
+            if kind == "dense":
+                continue
+            by_key: dict[tuple, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                by_key.setdefault(bank_key(p, kind), []).append(p)
+            for params in by_key.values():
+                bank = build_bank(kind, params)
+                for i, p in enumerate(params):
+                    views = bank.state_of(i)
+                    old = self.state.get(p, {})
+                    with torch.no_grad():
+                        for key, view in views.items():
+                            if key in old:
+                                local(view).copy_(local(old[key]).reshape(local(view).shape))
+                    self.state[p] = views
+                    self._bank_of[id(p)] = (bank, i)
+                self._banks.append((bank, group))
+        return self._banks
+
     def state_for(self, param: torch.Tensor, kind: str | None = None) -> dict[str, Any]:
         """The optimizer state of `param`, created (zero moments, zero steps) if missing."""
+        if (kind or self.kind_of(param)) in ("lora_A", "lora_B"):
+            self._ensure_banks()
         state = self.state[param]
         if "step" not in state:
             kind = kind or self.kind_of(param)
@@ -98,6 +147,8 @@ class SwitchAdamW(Optimizer):
                 state = self.state.get(p)
                 if state and "step" in state:
                     state["step"] = state["step"].to(device=local(p).device, dtype=torch.float32)
+        self._banks = None  # rebuilt from the loaded values on first use
+        self.bank_version += 1
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -107,15 +158,20 @@ class SwitchAdamW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            kind = group["kind"]
+            if group["kind"] != "dense":
+                continue
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state_for(p, kind)
-                if kind == "dense":
-                    _dense_update(p, state, group)
-                else:
-                    _vector_update(p, state, group, kind)
+                if p.grad is not None:
+                    _dense_update(p, self.state_for(p, "dense"), group)
+        for bank, group in self._ensure_banks():
+            with_grad = [p.grad is not None for p in bank.params]
+            if all(with_grad):
+                bank.update(group)
+                continue
+            bank.zero_frozen_grads()  # some without gradient: one by one
+            for p, has_grad in zip(bank.params, with_grad):
+                if has_grad:
+                    _vector_update(p, self.state[p], group, bank.kind)
         return loss
 
 
@@ -164,17 +220,10 @@ def _vector_update(
     if kind == "lora_A":
         start, length = local_range(p, 0)
         steps = steps.narrow(0, start, length)
-    bias_correction1 = _bias_correction(steps, beta1)
-    bias_correction2 = _bias_correction(steps, beta2)
+    bias_correction1 = bias_correction(steps, beta1)
+    bias_correction2 = bias_correction(steps, beta2)
     denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(group["eps"])
     param.sub_(exp_avg / denom * (group["lr"] / bias_correction1))
-
-
-def _bias_correction(steps: torch.Tensor, beta: float) -> torch.Tensor:
-    """1 - beta^t as -expm1(t ln beta): accurate to float32 rounding even for beta = 0.999."""
-    if beta == 0.0:
-        return torch.ones_like(steps)
-    return -torch.expm1(steps * math.log(beta))
 
 
 def param_groups(model: nn.Module, layers: dict[str, AdapterLinear]) -> list[dict[str, Any]]:

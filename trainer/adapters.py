@@ -110,7 +110,6 @@ def build_adapter_runtime(model: nn.Module, cfg: JobConfig, device: torch.device
         options,
         total_steps=cfg.training.steps,
         optimizer=optimizer,
-        compile=cfg.compile.enable,
         generator_device=device,
     )
     controller.init_state()

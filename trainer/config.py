@@ -164,7 +164,7 @@ class Metrics:
 @dataclass
 class Compile:
     enable: bool = False
-    """torch.compile(fullgraph=True) each transformer block (and the switch kernel)."""
+    """torch.compile(fullgraph=True) each transformer block."""
 
 
 @dataclass

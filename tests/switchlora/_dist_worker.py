@@ -30,7 +30,7 @@ STEPS = 20
 EPS = 1e-4  # see test_switchlora_reference.py: keeps Adam from amplifying rounding
 
 
-def sharded_setup(opts, mesh, compile: bool = False):
+def sharded_setup(opts, mesh):
     model, layers = build(opts, device="meta")
     for block in model.layers:
         fully_shard(block, mesh=mesh, shard_placement_fn=placement_fn)
@@ -38,7 +38,7 @@ def sharded_setup(opts, mesh, compile: bool = False):
     model.to_empty(device="cpu")
     pools = init_model_(model, layers, opts)
     opt = make_optimizer(model, layers, eps=EPS)
-    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt, compile=compile)
+    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt)
     ctrl.init_state(pools)
     return model, layers, opt, ctrl
 
@@ -47,7 +47,7 @@ def plain_setup(opts):
     model, layers = build(opts)
     pools = init_model_(model, layers, opts)
     opt = make_optimizer(model, layers, eps=EPS)
-    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt, compile=False)
+    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt)
     ctrl.init_state(pools)
     return model, layers, opt, ctrl
 
@@ -114,8 +114,8 @@ def full_params(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_matches_single(opts, mesh, ckpt_dir: str, compile: bool) -> float:
-    model, layers, opt, ctrl = sharded_setup(opts, mesh, compile)
+def check_matches_single(opts, mesh, ckpt_dir: str) -> float:
+    model, layers, opt, ctrl = sharded_setup(opts, mesh)
     ref_model, ref_layers, ref_opt, ref_ctrl = plain_setup(opts)
     stats = train(model, layers, opt, ctrl, range(STEPS // 2), sharded=True)
     ref_stats = train(ref_model, ref_layers, ref_opt, ref_ctrl, range(STEPS // 2), sharded=False)
@@ -159,21 +159,20 @@ def main() -> None:
     world = dist.get_world_size()
     mesh = init_device_mesh("cpu", (world,))
     hsdp_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
-    cases = {  # name: (options, mesh, compile the switch kernel of the sharded run)
-        "pool-sequential-compiled": (options(freeze_steps=2), mesh, True),
+    cases = {  # name: (options, mesh)
+        "pool-sequential": (options(freeze_steps=2), mesh),
         "pool-random-nowriteback": (
             options(freeze_steps=1, pool_choice="random", pool_write_back=False),
             mesh,
-            False,
         ),
-        "seeded": (options(freeze_steps=2, candidate_source="seeded"), mesh, False),
-        "pool-hsdp": (options(freeze_steps=2), hsdp_mesh, False),
+        "seeded": (options(freeze_steps=2, candidate_source="seeded"), mesh),
+        "pool-hsdp": (options(freeze_steps=2), hsdp_mesh),
     }
     report = {}
-    for name, (opts, case_mesh, compile) in cases.items():
+    for name, (opts, case_mesh) in cases.items():
         start = time.perf_counter()
         rel = check_invariance(opts, case_mesh)
-        worst = check_matches_single(opts, case_mesh, f"{ckpt_root}/{name}", compile)
+        worst = check_matches_single(opts, case_mesh, f"{ckpt_root}/{name}")
         report[name] = {
             "invariance_rel": rel,
             "max_abs_diff": worst,

@@ -6,9 +6,8 @@ import torch
 from switchlora.candidates import (
     PoolFactor,
     choose_entries,
-    read_entries,
     seeded_candidates,
-    write_back,
+    sequential_choice,
 )
 from switchlora.init import initial_pool_indices
 
@@ -51,13 +50,26 @@ def test_random_choice_draws_only_free_entries():
     assert own_slot_back > 0  # released entries are candidates too
 
 
-def test_write_back_then_read():
-    factor = _factor(10, 8)
-    write_back(factor, np.array([2, 5]), torch.full((2, 3), -1.0))
-    got = read_entries(factor, np.array([5, 0, 2]), torch.device("cpu"), torch.float64)
-    assert got.dtype == torch.float64
-    assert got[0].tolist() == [-1.0] * 3 and got[2].tolist() == [-1.0] * 3
-    assert got[1].tolist() == [0.0, 1.0, 2.0]
+def test_sequential_choice_of_many_pools_matches_one_pool_at_a_time():
+    c, r, g = 10, 8, 3
+    rng = np.random.default_rng(1)
+    singles = [_factor(c, r) for _ in range(g)]
+    use = np.stack([f.use.copy() for f in singles])
+    nexts = np.zeros(g, np.int64)
+    pointers = np.zeros(g, np.int64)
+    for _ in range(30):
+        k = rng.integers(0, 5, size=g)  # also k > C - r, and layers that do not switch
+        width = int(k.max())
+        positions = (pointers[:, None] + np.arange(width)) % r
+        active = np.arange(width)[None, :] < k[:, None]
+        old, new, nexts = sequential_choice(use, nexts, positions, active, c)
+        for row, factor in enumerate(singles):
+            want_old, want_new = choose_entries(factor, positions[row, : k[row]], "sequential", rng)
+            assert old[row, : k[row]].tolist() == want_old.tolist()
+            assert new[row, : k[row]].tolist() == want_new.tolist()
+            assert (old[row, k[row] :] == -1).all()
+            assert use[row].tolist() == factor.use.tolist() and nexts[row] == factor.next
+        pointers = (pointers + k) % r
 
 
 def test_seeded_candidates_are_keyed_and_bounded():

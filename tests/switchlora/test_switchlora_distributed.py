@@ -44,7 +44,7 @@ def test_two_fsdp2_processes_match_one(tmp_path):
     line = next(x for x in proc.stdout.splitlines() if x.startswith("SWITCHLORA_DIST_OK "))
     report = json.loads(line.split(" ", 1)[1])
     assert set(report) == {
-        "pool-sequential-compiled",
+        "pool-sequential",
         "pool-random-nowriteback",
         "seeded",
         "pool-hsdp",

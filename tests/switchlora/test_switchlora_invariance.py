@@ -13,7 +13,7 @@ def test_output_unchanged_by_full_switch(source):
     model, layers = build(opts)
     pools = init_model_(model, layers, opts)
     opt = make_optimizer(model, layers)
-    ctrl = SwitchController(layers, opts, total_steps=100, optimizer=opt, compile=False)
+    ctrl = SwitchController(layers, opts, total_steps=100, optimizer=opt)
     ctrl.init_state(pools)
     assert ctrl.slots == 4
     tokens = batch(0)

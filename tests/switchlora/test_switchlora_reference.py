@@ -185,7 +185,7 @@ def test_library_matches_reference(case):
     ref = ReferenceSwitchLoRA(ref_model, ref_layers, opts, pools)
 
     opt = make_optimizer(model, layers, lr=LR, eps=EPS)
-    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt, compile=False)
+    ctrl = SwitchController(layers, opts, total_steps=STEPS, optimizer=opt)
     ctrl.init_state(pools)
     switched = frozen_seen = 0
     for t in range(STEPS):

@@ -16,7 +16,7 @@ def _setup(opts, pools=True):
     model, layers = build(opts)
     init_pools = init_model_(model, layers, opts)
     opt = make_optimizer(model, layers)
-    ctrl = SwitchController(layers, opts, total_steps=TOTAL, optimizer=opt, compile=False)
+    ctrl = SwitchController(layers, opts, total_steps=TOTAL, optimizer=opt)
     ctrl.init_state(init_pools if pools else None)
     return model, opt, ctrl
 

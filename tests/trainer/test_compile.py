@@ -52,7 +52,10 @@ def test_compiled_blocks_match_eager_without_recompiles():
 
 
 def test_compiled_switchlora_50_steps_without_recompiles():
-    """Compiled blocks + compiled switch kernel; k varies step to step; no recompile after warm-up."""
+    """Compiled blocks while switching; k varies step to step; no recompile after warm-up.
+
+    The switch writes the parameters in place between steps, outside any graph: the blocks
+    must never recompile because of it."""
     torch._dynamo.reset()
     cfg = parse_config(
         [

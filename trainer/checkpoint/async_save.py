@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.tensor import DTensor
 
 
 @dataclass
@@ -56,7 +57,26 @@ def start_async_save(
     """Begin the save; returns (staging future or None, upload future, stager or None)."""
     stager = _stager(device)
     kwargs = {"async_stager": stager} if stager is not None else {}
+    state = _own_storage(state)
     result = dcp.async_save(state, storage_writer=writer, process_group=group, **kwargs)
     staging = getattr(result, "staging_completion", None)
     upload = getattr(result, "upload_completion", result)
     return staging, upload, stager
+
+
+def _own_storage(state: Any) -> Any:
+    """`state` with every CPU DTensor whose local data is an offset view replaced by a copy.
+
+    Staging deep-copies CPU DTensors, and deepcopy fails on a DTensor whose local tensor starts
+    inside a larger storage (the optimizer's stacked LoRA moments, the stacked candidate
+    pools). The copy is what staging would have made anyway.
+    """
+    if isinstance(state, dict):
+        return {key: _own_storage(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_own_storage(value) for value in state]
+    if isinstance(state, DTensor):
+        data = state._local_tensor
+        if data.device.type == "cpu" and data.storage_offset() != 0:
+            return DTensor(data.clone(), state._spec, requires_grad=False)
+    return state

@@ -1,0 +1,398 @@
+"""The switch of all adapter layers of one local shape, as a few batched tensor operations.
+
+Layers whose local shards have the same shapes and layout (in a LLaMA: q/k/v/o of every
+block, gate/up of every block, down of every block) form a group. Per step the host decides
+for the whole group at once (numpy over [G] and [G, r] arrays), and the device work is
+stacked over the group: the old vectors are read with one index per layer into a stacked
+buffer, pools are read and written with one flat index each, the corrections of W are built
+for all layers at once, and then each layer gets exactly three in-place writes (W += s L R,
+new A rows, new B columns). Slots beyond a layer's k are inactive: they add nothing to W
+and write the old vectors back.
+
+Step t of a group (spec section 2; K = the largest k in the group):
+
+1. :meth:`SwitchGroup.decide`: k per layer (capped), positions idx_a / idx_b [G, K],
+   counterpart freezes, pointer advance.
+2. pool choice (sequential here, vectorised; random by the controller, in layer order).
+3. :meth:`SwitchGroup.select`: old rows of A and columns of B at idx_a and idx_b, pool
+   write-back of the outgoing vectors, then the incoming candidates.
+4. (column-sharded A) the controller all-gathers full rows for every group at once.
+5. :meth:`SwitchGroup.write`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j], new A rows, new B
+   columns. The optimizer resets and freeze masks are issued by the controller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.distributed.tensor import DTensor
+
+from switchlora.candidates import (
+    FACTOR_A,
+    FACTOR_B,
+    PoolFactor,
+    seeded_candidates,
+    sequential_choice,
+)
+from switchlora.index_pack import IndexPack
+from switchlora.init import init_bounds, initial_pool_indices
+from switchlora.layer_state import HostCounters, LayerSwitchState
+from switchlora.options import SwitchLoRAOptions
+from switchlora.sharding import is_dtensor, local
+
+
+@dataclass
+class Decision:
+    """Host decisions of one group for one step."""
+
+    k: np.ndarray
+    """[G] vectors switched per factor in each layer."""
+
+    idx_a: np.ndarray
+    """[G, K] A rows switched (window from p_A); slots >= k are inactive."""
+
+    idx_b: np.ndarray
+    """[G, K] B columns switched (window from p_B)."""
+
+    active: np.ndarray
+    """[G, K] bool: slot < k."""
+
+    old_a: np.ndarray | None = None
+    """[G, K] pool entries released by A (pool source; inactive slots: -1)."""
+
+    new_a: np.ndarray | None = None
+    """[G, K] pool entries coming into A (inactive slots: 0, read and never used)."""
+
+    old_b: np.ndarray | None = None
+    """[G, K] pool entries released by B."""
+
+    new_b: np.ndarray | None = None
+    """[G, K] pool entries coming into B."""
+
+    handles: dict[str, int] | None = None
+    """IndexPack handles of the device index tensors."""
+
+    @property
+    def slots(self) -> int:
+        """K: slots per factor this step (0: nothing to switch in this group)."""
+        return self.idx_a.shape[1]
+
+
+@dataclass
+class Selected:
+    """Device tensors between :meth:`SwitchGroup.select` and :meth:`SwitchGroup.write`."""
+
+    a_sel: torch.Tensor
+    """[G, 2K, n_work] old rows of the A work tensors at idx_a then idx_b."""
+
+    b_sel: torch.Tensor
+    """[G, m_loc, 2K] old columns of B at idx_a then idx_b."""
+
+    c_work: torch.Tensor
+    """[G, K, n_work] incoming A rows in the A work layout."""
+
+    d: torch.Tensor
+    """[G, K, m_loc] incoming B columns (local rows), one per row."""
+
+    a_work: list[torch.Tensor]
+    """Per layer: local A, or the gathered full A (row-sharded fallback)."""
+
+    b_local: list[torch.Tensor]
+    """Per layer: local B."""
+
+    a_rows: torch.Tensor | None = None
+    """[G, 2K, n] full old rows (None until gathered for column-sharded A)."""
+
+    c_full: torch.Tensor | None = None
+    """[G, K, n] full incoming rows (None until gathered)."""
+
+    to_gather: torch.Tensor | None = None
+    """Column-sharded A: [G, 2K or 3K, n_loc] rows whose full width the controller gathers."""
+
+
+class SwitchGroup:
+    """Switchable adapter layers with identical local shapes, layout and scale."""
+
+    def __init__(self, states: list[LayerSwitchState], options: SwitchLoRAOptions) -> None:
+        """`states` share one signature (see :func:`group_key`); their counters become views."""
+        self.states = states
+        self.options = options
+        self.layout = states[0].layout
+        self.scale = states[0].layer.scale
+        self.rank = options.rank
+        self.counters = HostCounters.zeros(len(states), options.rank)
+        for row, st in enumerate(states):
+            st.counters, st.row = self.counters, row
+        self.layer_ids = np.array([st.index for st in states], dtype=np.int64)
+        self.a_params = [st.layer.lora_A for st in states]
+        self.b_params = [st.layer.lora_B for st in states]
+        self.w_params = [st.layer.base.weight for st in states]
+        first = local(self.a_params[0])
+        self.device, self.dtype = first.device, first.dtype
+        self.pool_a: torch.Tensor | None = None
+        self.pool_b: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ pools
+    def attach_pools(self, pools: list[tuple[torch.Tensor, torch.Tensor]], offload: bool) -> None:
+        """Stack this rank's part of each layer's full pools (pool_A [C, n], pool_B [C, m])."""
+        lay = self.layout
+        c = pools[0][0].shape[0]
+        for st, (pool_a, pool_b) in zip(self.states, pools):
+            if tuple(pool_a.shape) != (c, lay.n) or tuple(pool_b.shape) != (c, lay.m):
+                raise ValueError(
+                    f"{st.name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} do not fit "
+                    f"m={lay.m}, n={lay.n}"
+                )
+        g = len(self.states)
+        self.pool_a = _pool_storage((g, c, lay.a_cols[1]), self.dtype, self.device, offload)
+        self.pool_b = _pool_storage((g, c, lay.m_rows[1]), self.dtype, self.device, offload)
+        use_a, use_b = initial_pool_indices(c, lay.r)
+        self.use_a = np.tile(use_a, (g, 1))
+        self.use_b = np.tile(use_b, (g, 1))
+        for row, (st, (pool_a, pool_b)) in enumerate(zip(self.states, pools)):
+            self.pool_a[row].copy_(pool_a.narrow(1, *lay.a_cols))
+            self.pool_b[row].copy_(pool_b.narrow(1, *lay.m_rows))
+            st.pool_a = PoolFactor(self.pool_a[row], self.use_a[row], 0)
+            st.pool_b = PoolFactor(self.pool_b[row], self.use_b[row], 0)
+
+    @property
+    def pool_size(self) -> int:
+        """C: entries per pool."""
+        assert self.pool_a is not None
+        return self.pool_a.shape[1]
+
+    # ------------------------------------------------------------------ host
+    def decide(self, k_wanted: np.ndarray, slots: int) -> Decision:
+        """k per layer (capped as the spec says), positions, freezes, pointer advance."""
+        o, c, r = self.options, self.counters, self.rank
+        f_a = (c.frz_a > 0).sum(axis=1)
+        f_b = (c.frz_b > 0).sum(axis=1)
+        cap = np.minimum((c.p_a - f_a - c.p_b) % r, (c.p_b - f_b - c.p_a) % r)
+        k = np.clip(np.minimum(np.minimum(k_wanted, cap), slots), 0, None)
+        width = int(k.max()) if len(k) else 0
+        offsets = np.arange(width, dtype=np.int64)
+        idx_a = (c.p_a[:, None] + offsets) % r
+        idx_b = (c.p_b[:, None] + offsets) % r
+        active = offsets[None, :] < k[:, None]
+        layer, slot = np.nonzero(active)
+        c.frz_b[layer, idx_a[layer, slot]] = o.freeze_steps  # A row i freezes B column i
+        c.frz_a[layer, idx_b[layer, slot]] = o.freeze_steps
+        c.p_a[:] = (c.p_a + k) % r
+        c.p_b[:] = (c.p_b + k) % r
+        return Decision(k, idx_a, idx_b, active)
+
+    def choose_sequential(self, d: Decision) -> None:
+        """Sequential pool walk for every layer at once (the next k entries of each ring)."""
+        for name, use, idx in (("a", self.use_a, d.idx_a), ("b", self.use_b, d.idx_b)):
+            factors = [getattr(st, f"pool_{name}") for st in self.states]
+            nexts = np.array([f.next for f in factors], np.int64)
+            old, new, nexts = sequential_choice(use, nexts, idx, d.active, self.pool_size)
+            for factor, nxt in zip(factors, nexts.tolist()):
+                factor.next = nxt
+            setattr(d, f"old_{name}", old)
+            setattr(d, f"new_{name}", new)
+
+    def queue_indices(self, d: Decision, pack: IndexPack) -> None:
+        """Queue the device index tensors of this step (positions, pool entries)."""
+        handles = {
+            "idx_ab": pack.add(np.concatenate([d.idx_a, d.idx_b], axis=1)),
+            "idx_a": pack.add(d.idx_a),
+            "idx_b": pack.add(d.idx_b),
+            "active": pack.add(d.active),
+        }
+        if self.pool_a is not None:
+            assert d.new_a is not None and d.new_b is not None
+            size, width = self.pool_size, d.slots
+            base = np.arange(len(self.states), dtype=np.int64)[:, None] * size
+            handles["read_a"] = _pool_index(pack, self.pool_a, (base + d.new_a).reshape(-1))
+            handles["read_b"] = _pool_index(pack, self.pool_b, (base + d.new_b).reshape(-1))
+            if self.options.pool_write_back:
+                layer, slot = np.nonzero(d.active)
+                handles["out_slots"] = pack.add(layer * width + slot)
+                assert d.old_a is not None and d.old_b is not None
+                handles["write_a"] = _pool_index(
+                    pack, self.pool_a, layer * size + d.old_a[layer, slot]
+                )
+                handles["write_b"] = _pool_index(
+                    pack, self.pool_b, layer * size + d.old_b[layer, slot]
+                )
+        d.handles = handles
+
+    # ------------------------------------------------------------------ device
+    @torch.no_grad()
+    def select(
+        self, d: Decision, pack: IndexPack, t: int, slots: int, generator_device: torch.device
+    ) -> Selected:
+        """Old vectors, pool write-back, incoming candidates (step 3 of the module doc)."""
+        lay = self.layout
+        assert d.handles is not None
+        h = {name: pack.get(handle) for name, handle in d.handles.items()}
+        g, width = len(self.states), d.slots
+        if lay.a_mode == "rows":  # row-sharded A: switch on the gathered full A
+            a_work = [a.full_tensor() for a in _require_sharded(self.a_params, self.states)]
+        else:
+            if lay.a_mode == "cols":
+                _require_sharded(self.a_params, self.states)
+            a_work = [_data(a) for a in self.a_params]
+        b_local = [_data(b) for b in self.b_params]
+        n_work = a_work[0].shape[1]
+        a_sel = torch.empty(g, 2 * width, n_work, dtype=self.dtype, device=self.device)
+        b_sel = torch.empty(g, lay.m_rows[1], 2 * width, dtype=self.dtype, device=self.device)
+        idx_ab = h["idx_ab"].unbind(0)
+        for a, b, idx, a_out, b_out in zip(
+            a_work, b_local, idx_ab, a_sel.unbind(0), b_sel.unbind(0)
+        ):
+            torch.index_select(a, 0, idx, out=a_out)
+            torch.index_select(b, 1, idx, out=b_out)
+        if self.pool_a is not None:
+            assert self.pool_b is not None
+            flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
+            flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
+            if "write_a" in h:  # before reading: an entry released now may come back now
+                out = h["out_slots"]
+                outgoing_a = a_sel[:, :width].reshape(g * width, n_work).index_select(0, out)
+                outgoing_b = (
+                    b_sel[:, :, width:].transpose(1, 2).reshape(g * width, -1).index_select(0, out)
+                )
+                if lay.a_mode == "rows":
+                    outgoing_a = outgoing_a.narrow(1, *lay.a_cols)
+                flat_a.index_copy_(0, h["write_a"], outgoing_a.to(flat_a.device))
+                flat_b.index_copy_(0, h["write_b"], outgoing_b.to(flat_b.device))
+            c_work = _read(flat_a, h["read_a"], self.device).view(g, width, -1)
+            d_loc = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
+            sel = Selected(a_sel, b_sel, c_work, d_loc, a_work, b_local)
+            if lay.a_mode == "cols":
+                sel.to_gather = torch.cat([a_sel, c_work], dim=1)
+            else:
+                sel.a_rows, sel.c_full = a_sel, c_work
+            return sel
+        c_full, d_full = self._seeded(t, slots, width, generator_device)
+        d_loc = d_full.narrow(2, *lay.m_rows).to(device=self.device, dtype=self.dtype)
+        c_full = c_full.to(device=self.device, dtype=self.dtype)
+        if lay.a_mode == "cols":
+            c_work = c_full.narrow(2, *lay.a_cols).contiguous()
+            return Selected(
+                a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=a_sel
+            )
+        return Selected(a_sel, b_sel, c_full, d_loc, a_work, b_local, a_rows=a_sel, c_full=c_full)
+
+    def _seeded(
+        self, t: int, slots: int, width: int, generator_device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[G, K, n] and [G, K, m] seeded candidates (the first K of each layer's `slots` draws)."""
+        lay, o = self.layout, self.options
+        bound_a, bound_b = init_bounds(lay.m, lay.n, self.rank, o.init)
+        c_rows, d_rows = [], []
+        for st in self.states:
+            c_rows.append(
+                seeded_candidates(
+                    o.seed, st.index, FACTOR_A, t, slots, lay.n, bound_a, generator_device
+                )[:width]
+            )
+            d_rows.append(
+                seeded_candidates(
+                    o.seed, st.index, FACTOR_B, t, slots, lay.m, bound_b, generator_device
+                )[:width]
+            )
+        return torch.stack(c_rows), torch.stack(d_rows)
+
+    def take_gathered(self, sel: Selected, full: torch.Tensor) -> None:
+        """Full-width rows gathered by the controller for `sel.to_gather`."""
+        width = sel.a_sel.shape[1] // 2
+        sel.a_rows = full[:, : 2 * width]
+        if sel.c_full is None:
+            sel.c_full = full[:, 2 * width :]
+        sel.to_gather = None
+
+    @torch.no_grad()
+    def write(self, d: Decision, sel: Selected, pack: IndexPack) -> None:
+        """W += s L R, new A rows, new B columns (step 5 of the module doc)."""
+        assert d.handles is not None and sel.a_rows is not None and sel.c_full is not None
+        width = d.slots
+        active = pack.get(d.handles["active"]).bool()
+        act = active.to(self.dtype)
+        a_rows, b_sel = sel.a_rows, sel.b_sel
+        d_cols = sel.d.transpose(1, 2)
+        right = torch.cat(
+            [(a_rows[:, :width] - sel.c_full) * act.unsqueeze(2), a_rows[:, width:]], dim=1
+        )
+        left = torch.cat(
+            [b_sel[:, :, :width], (b_sel[:, :, width:] - d_cols) * act.unsqueeze(1)], dim=2
+        )
+        w_local = [_data(w) for w in self.w_params]
+        left, right = left.to(w_local[0].dtype), right.to(w_local[0].dtype)
+        for w, lhs, rhs in zip(w_local, left.unbind(0), right.unbind(0)):
+            w.addmm_(lhs, rhs, alpha=self.scale)
+        new_a = torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width])
+        new_b = torch.where(active.unsqueeze(1), d_cols, b_sel[:, :, width:])
+        idx_a = pack.get(d.handles["idx_a"]).unbind(0)
+        idx_b = pack.get(d.handles["idx_b"]).unbind(0)
+        for a, idx, rows in zip(sel.a_work, idx_a, new_a.unbind(0)):
+            a.index_copy_(0, idx, rows)
+        for b, idx, cols in zip(sel.b_local, idx_b, new_b.unbind(0)):
+            b.index_copy_(1, idx, cols)
+        if self.layout.a_mode == "rows":
+            for a_param, a_full in zip(self.a_params, sel.a_work):
+                local(a_param).copy_(a_full.narrow(0, *self.layout.a_rows))
+
+
+def group_key(st: LayerSwitchState) -> tuple:
+    """Layers with equal keys switch together."""
+    lay, layer = st.layout, st.layer
+    shapes = tuple(tuple(local(p).shape) for p in (layer.base.weight, layer.lora_A, layer.lora_B))
+    a = local(layer.lora_A)
+    mesh = id(layer.lora_A.device_mesh) if is_dtensor(layer.lora_A) else None
+    return (
+        shapes,
+        lay.m,
+        lay.n,
+        lay.a_mode,
+        lay.a_cols,
+        lay.a_rows,
+        lay.m_rows,
+        a.dtype,
+        a.device,
+        layer.scale,
+        mesh,
+    )
+
+
+def _data(tensor: torch.Tensor) -> torch.Tensor:
+    """The local data of a parameter for in-place writes under no_grad (no detach per call)."""
+    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
+
+
+def _require_sharded(params: list[torch.Tensor], states: list[LayerSwitchState]) -> list:
+    for param, st in zip(params, states):
+        if not is_dtensor(param):
+            raise RuntimeError(
+                f"{st.name}: parameters are not sharded DTensors right now (FSDP2 unsharded "
+                "them?); call step() after backward, when FSDP2 has resharded the parameters"
+            )
+    return params
+
+
+def _pool_storage(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, offload: bool
+) -> torch.Tensor:
+    """Stacked pools on the compute device, or in CPU memory (pinned when CUDA exists)."""
+    if not offload:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available())
+
+
+def _pool_index(pack: IndexPack, pool: torch.Tensor, values: np.ndarray) -> int:
+    """Queue an index into `pool`: on the pool's device (CPU pools: a host tensor)."""
+    if pool.device == pack.device or pool.device.type == "cpu" and pack.device.type == "cpu":
+        return pack.add(values)
+    return pack.add_host(values)
+
+
+def _read(flat_pool: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pool rows `index` on `device` (offloaded pools: through pinned memory, non-blocking)."""
+    picked = flat_pool.index_select(0, index)
+    if picked.device.type == "cpu" and device.type == "cuda":
+        picked = picked.pin_memory()
+    return picked.to(device=device, non_blocking=True)
