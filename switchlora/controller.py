@@ -284,7 +284,7 @@ class SwitchController:
             for (group, sel), rows in zip(items, full):
                 group.take_gathered(sel, rows.view(len(group.states), -1, rows.shape[1]))
         for group, d, sel in selected:
-            group.write(d, sel, pack)
+            group.write(d, sel)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

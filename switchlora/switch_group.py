@@ -112,6 +112,58 @@ class Selected:
     """Column-sharded A: [G, 2K or 3K, n_loc] rows whose full width the controller gathers."""
 
 
+class SlotBuffers:
+    """A group's persistent tensors for K slots, with per-layer views made once.
+
+    Positions and the active mask are written on the host into arrays that share memory with
+    the device tensors on CPU (no copy at all) or that are pinned and copied in one
+    non-blocking transfer on CUDA. The old vectors and the new vectors are read into and
+    computed in fixed buffers, so a step allocates (almost) nothing and creates no views.
+    """
+
+    def __init__(self, g: int, width: int, n_work: int, m_local: int, dtype, device) -> None:
+        self.width = width
+        pinned = device.type == "cuda"
+        host_idx = torch.zeros(g, 2 * width, dtype=torch.int64, pin_memory=pinned)
+        host_active = torch.zeros(g, width, dtype=torch.bool, pin_memory=pinned)
+        self.idx_host, self.active_host = host_idx.numpy(), host_active.numpy()
+        if device.type == "cpu":
+            self.idx, self.active = host_idx, host_active
+        else:
+            self.idx = torch.empty_like(host_idx, device=device)
+            self.active = torch.empty_like(host_active, device=device)
+        self._host = (host_idx, host_active)
+        self._copied: torch.cuda.Event | None = None
+        self.idx_ab = list(self.idx.unbind(0))
+        self.idx_a = [x[:width] for x in self.idx_ab]
+        self.idx_b = [x[width:] for x in self.idx_ab]
+        self.a_sel = torch.empty(g, 2 * width, n_work, dtype=dtype, device=device)
+        self.b_sel = torch.empty(g, m_local, 2 * width, dtype=dtype, device=device)
+        self.new_a = torch.empty(g, width, n_work, dtype=dtype, device=device)
+        self.new_b = torch.empty(g, m_local, width, dtype=dtype, device=device)
+        self.a_sel_rows = list(self.a_sel.unbind(0))
+        self.b_sel_cols = list(self.b_sel.unbind(0))
+        self.new_a_rows = list(self.new_a.unbind(0))
+        self.new_b_cols = list(self.new_b.unbind(0))
+
+    def fill(self, idx_a: np.ndarray, idx_b: np.ndarray, active: np.ndarray) -> None:
+        """Write this step's positions and mask on the host (after the last copy finished)."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        self.idx_host[:, : self.width] = idx_a
+        self.idx_host[:, self.width :] = idx_b
+        self.active_host[:] = active
+
+    def upload(self) -> None:
+        """Move them to the device (nothing to do on CPU)."""
+        if self.idx.device.type == "cpu":
+            return
+        self.idx.copy_(self._host[0], non_blocking=True)
+        self.active.copy_(self._host[1], non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+
+
 class SwitchGroup:
     """Switchable adapter layers with identical local shapes, layout and scale."""
 
@@ -133,6 +185,17 @@ class SwitchGroup:
         self.device, self.dtype = first.device, first.dtype
         self.pool_a: torch.Tensor | None = None
         self.pool_b: torch.Tensor | None = None
+        self._buffers: dict[int, SlotBuffers] = {}
+
+    def buffers(self, width: int) -> SlotBuffers:
+        """The persistent buffers for `width` slots (made on first use)."""
+        if width not in self._buffers:
+            lay = self.layout
+            n_work = lay.n if lay.a_mode == "rows" else lay.a_cols[1]
+            self._buffers[width] = SlotBuffers(
+                len(self.states), width, n_work, lay.m_rows[1], self.dtype, self.device
+            )
+        return self._buffers[width]
 
     # ------------------------------------------------------------------ pools
     def attach_pools(self, pools: list[tuple[torch.Tensor, torch.Tensor]], offload: bool) -> None:
@@ -196,12 +259,8 @@ class SwitchGroup:
 
     def queue_indices(self, d: Decision, pack: IndexPack) -> None:
         """Queue the device index tensors of this step (positions, pool entries)."""
-        handles = {
-            "idx_ab": pack.add(np.concatenate([d.idx_a, d.idx_b], axis=1)),
-            "idx_a": pack.add(d.idx_a),
-            "idx_b": pack.add(d.idx_b),
-            "active": pack.add(d.active),
-        }
+        self.buffers(d.slots).fill(d.idx_a, d.idx_b, d.active)
+        handles: dict[str, int] = {}
         if self.pool_a is not None:
             assert d.new_a is not None and d.new_b is not None
             size, width = self.pool_size, d.slots
@@ -238,11 +297,11 @@ class SwitchGroup:
             a_work = [_data(a) for a in self.a_params]
         b_local = [_data(b) for b in self.b_params]
         n_work = a_work[0].shape[1]
-        a_sel = torch.empty(g, 2 * width, n_work, dtype=self.dtype, device=self.device)
-        b_sel = torch.empty(g, lay.m_rows[1], 2 * width, dtype=self.dtype, device=self.device)
-        idx_ab = h["idx_ab"].unbind(0)
+        bufs = self.buffers(width)
+        bufs.upload()
+        a_sel, b_sel = bufs.a_sel, bufs.b_sel
         for a, b, idx, a_out, b_out in zip(
-            a_work, b_local, idx_ab, a_sel.unbind(0), b_sel.unbind(0)
+            a_work, b_local, bufs.idx_ab, bufs.a_sel_rows, bufs.b_sel_cols
         ):
             torch.index_select(a, 0, idx, out=a_out)
             torch.index_select(b, 1, idx, out=b_out)
@@ -307,31 +366,33 @@ class SwitchGroup:
         sel.to_gather = None
 
     @torch.no_grad()
-    def write(self, d: Decision, sel: Selected, pack: IndexPack) -> None:
+    def write(self, d: Decision, sel: Selected) -> None:
         """W += s L R, new A rows, new B columns (step 5 of the module doc)."""
-        assert d.handles is not None and sel.a_rows is not None and sel.c_full is not None
+        assert sel.a_rows is not None and sel.c_full is not None
         width = d.slots
-        active = pack.get(d.handles["active"]).bool()
+        bufs = self.buffers(width)
+        active = bufs.active
         act = active.to(self.dtype)
-        a_rows, b_sel = sel.a_rows, sel.b_sel
         d_cols = sel.d.transpose(1, 2)
-        right = torch.cat(
-            [(a_rows[:, :width] - sel.c_full) * act.unsqueeze(2), a_rows[:, width:]], dim=1
-        )
-        left = torch.cat(
-            [b_sel[:, :, :width], (b_sel[:, :, width:] - d_cols) * act.unsqueeze(1)], dim=2
-        )
+        # New vectors first: the corrections below overwrite the old ones in place.
+        torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width], out=bufs.new_a)
+        torch.where(active.unsqueeze(1), d_cols, sel.b_sel[:, :, width:], out=bufs.new_b)
+        # right = [(a_i - c_i) act; a_j], left = [b_i, (b_j - d_j) act], in place.
+        right, left = sel.a_rows, sel.b_sel
+        right[:, :width].sub_(sel.c_full).mul_(act.unsqueeze(2))
+        left[:, :, width:].sub_(d_cols).mul_(act.unsqueeze(1))
         w_local = [_data(w) for w in self.w_params]
-        left, right = left.to(w_local[0].dtype), right.to(w_local[0].dtype)
-        for w, lhs, rhs in zip(w_local, left.unbind(0), right.unbind(0)):
+        if w_local[0].dtype != self.dtype:
+            left_rows = left.to(w_local[0].dtype).unbind(0)
+            right_rows = right.to(w_local[0].dtype).unbind(0)
+        else:
+            left_rows = bufs.b_sel_cols
+            right_rows = bufs.a_sel_rows if right is bufs.a_sel else right.unbind(0)
+        for w, lhs, rhs in zip(w_local, left_rows, right_rows):
             w.addmm_(lhs, rhs, alpha=self.scale)
-        new_a = torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width])
-        new_b = torch.where(active.unsqueeze(1), d_cols, b_sel[:, :, width:])
-        idx_a = pack.get(d.handles["idx_a"]).unbind(0)
-        idx_b = pack.get(d.handles["idx_b"]).unbind(0)
-        for a, idx, rows in zip(sel.a_work, idx_a, new_a.unbind(0)):
+        for a, idx, rows in zip(sel.a_work, bufs.idx_a, bufs.new_a_rows):
             a.index_copy_(0, idx, rows)
-        for b, idx, cols in zip(sel.b_local, idx_b, new_b.unbind(0)):
+        for b, idx, cols in zip(sel.b_local, bufs.idx_b, bufs.new_b_cols):
             b.index_copy_(1, idx, cols)
         if self.layout.a_mode == "rows":
             for a_param, a_full in zip(self.a_params, sel.a_work):
