@@ -34,6 +34,7 @@ from switchlora.layer_state import HostCounters, LayerSwitchState
 from switchlora.layout import layer_layout
 from switchlora.optimizer import SwitchAdamW
 from switchlora.options import SwitchLoRAOptions
+from switchlora.profiling import switch_range
 from switchlora.seeding import (
     CHOICE_STREAM,
     DECISION_STREAM,
@@ -182,6 +183,29 @@ class SwitchController:
         o = self.options
         interval_t = self.interval(t)
         schedule.check_interval(interval_t, o.freeze_steps)
+        with switch_range("decide"):
+            decisions, pack, bank_indices, frozen = self._decide(t, interval_t, force_k)
+        self._apply(t, decisions, pack)
+        with switch_range("reset"):
+            for bank, (reset, frozen_index) in bank_indices.items():
+                bank.reset(reset.resolve(pack))
+                bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
+        for group in self.groups:
+            for counters in (group.counters.frz_a, group.counters.frz_b):
+                np.subtract(counters, 1, out=counters)
+                np.maximum(counters, 0, out=counters)
+        self.last_step = t
+        return {
+            "vectors_switched": float(2 * sum(int(d.k.sum()) for d in decisions)),
+            "interval": float(interval_t),
+            "frozen_vectors": float(frozen),
+        }
+
+    def _decide(
+        self, t: int, interval_t: float, force_k: int | None
+    ) -> tuple[list[Decision], IndexPack, dict, int]:
+        """Host decisions of every group, queued and sent to the device in one copy."""
+        o = self.options
         expected = schedule.expected_switches(o.rank, interval_t)
         low = math.floor(expected)
         draws = self.decision_rng.random(len(self.layers))  # one draw per layer, dict order
@@ -201,20 +225,7 @@ class SwitchController:
                 group.queue_indices(d, pack)
         bank_indices, frozen = self._queue_bank_indices(decisions, pack)
         pack.send()
-        self._apply(t, decisions, pack)
-        for bank, (reset, frozen_index) in bank_indices.items():
-            bank.reset(reset.resolve(pack))
-            bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
-        for group in self.groups:
-            for counters in (group.counters.frz_a, group.counters.frz_b):
-                np.subtract(counters, 1, out=counters)
-                np.maximum(counters, 0, out=counters)
-        self.last_step = t
-        return {
-            "vectors_switched": float(2 * sum(int(d.k.sum()) for d in decisions)),
-            "interval": float(interval_t),
-            "frozen_vectors": float(frozen),
-        }
+        return decisions, pack, bank_indices, frozen
 
     def _choose_random(self, decisions: list[Decision]) -> None:
         """Random pool choice, layer by layer in dict order (the choice generator's order)."""
@@ -270,21 +281,24 @@ class SwitchController:
     def _apply(self, t: int, decisions: list[Decision], pack: IndexPack) -> None:
         """Device work: select (all groups), one row gather, then the writes."""
         selected: list[tuple[SwitchGroup, Decision, Selected]] = []
-        for group, d in zip(self.groups, decisions):
-            if d.slots > 0:
-                sel = group.select(d, pack, t, self.slots, self.generator_device)
-                selected.append((group, d, sel))
+        with switch_range("read"):
+            for group, d in zip(self.groups, decisions):
+                if d.slots > 0:
+                    sel = group.select(d, pack, t, self.slots, self.generator_device)
+                    selected.append((group, d, sel))
         waiting = [(g, sel) for g, _, sel in selected if sel.to_gather is not None]
         by_mesh: dict[int, list[tuple[SwitchGroup, Selected]]] = {}
         for group, sel in waiting:
             by_mesh.setdefault(id(group.a_params[0].device_mesh), []).append((group, sel))
         for items in by_mesh.values():
             flat = [sel.to_gather.reshape(-1, sel.to_gather.shape[2]) for _, sel in items]
-            full = gather_rows_many(flat, items[0][0].a_params[0])
+            with switch_range("gather"):
+                full = gather_rows_many(flat, items[0][0].a_params[0])
             for (group, sel), rows in zip(items, full):
                 group.take_gathered(sel, rows.view(len(group.states), -1, rows.shape[1]))
-        for group, d, sel in selected:
-            group.write(d, sel)
+        with switch_range("write"):
+            for group, d, sel in selected:
+                group.write(d, sel)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

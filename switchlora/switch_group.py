@@ -40,6 +40,7 @@ from switchlora.index_pack import IndexPack
 from switchlora.init import init_bounds, initial_pool_indices
 from switchlora.layer_state import HostCounters, LayerSwitchState
 from switchlora.options import SwitchLoRAOptions
+from switchlora.profiling import switch_range
 from switchlora.sharding import is_dtensor, local
 
 
@@ -388,8 +389,9 @@ class SwitchGroup:
         else:
             left_rows = bufs.b_sel_cols
             right_rows = bufs.a_sel_rows if right is bufs.a_sel else right.unbind(0)
-        for w, lhs, rhs in zip(w_local, left_rows, right_rows):
-            w.addmm_(lhs, rhs, alpha=self.scale)
+        with switch_range("w_update"):
+            for w, lhs, rhs in zip(w_local, left_rows, right_rows):
+                w.addmm_(lhs, rhs, alpha=self.scale)
         for a, idx, rows in zip(sel.a_work, bufs.idx_a, bufs.new_a_rows):
             a.index_copy_(0, idx, rows)
         for b, idx, cols in zip(sel.b_local, bufs.idx_b, bufs.new_b_cols):

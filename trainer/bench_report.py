@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from switchlora.profiling import RANGES
+
 MIB = 2**20
 
 
@@ -87,6 +89,11 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         "grads MiB | optimizer MiB | pools MiB | MFU | graphs | graph breaks | recompiles (measured) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    split_rows = [
+        "| method | precision | layout | switch ms | decide | read | gather | write | "
+        "of which W update | reset | W update share of step |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         comm = r["comm_per_step"]
         vs, vl = r.get("vs_full", {}), r.get("vs_lora", {})
@@ -111,4 +118,11 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"{_fmt(mfu, '.1%')} | {r['compiled_graphs']} | {r['graph_breaks']} | "
             f"{r['recompiles_measured']} |"
         )
-    return "\n\n".join("\n".join(rows) for rows in (time_rows, comm_rows, mem_rows)) + "\n"
+        split = r.get("switch_breakdown_s")
+        if split:
+            ms = " | ".join(f"{split[name] * 1e3:.2f}" for name in RANGES)
+            split_rows.append(
+                f"{key} {r['hook_s'] * 1e3:.2f} | {ms} | {split['w_update'] / r['step_s']:.2%} |"
+            )
+    tables = [time_rows, comm_rows, mem_rows] + ([split_rows] if len(split_rows) > 2 else [])
+    return "\n\n".join("\n".join(rows) for rows in tables) + "\n"

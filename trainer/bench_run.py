@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch._dynamo.utils import counters
 
 from parallel.comm_stats import KINDS, CommCounter
+from switchlora.profiling import RANGES, switch_timings
 from trainer.bench_memory import (
     gradient_bytes,
     optimizer_bytes,
@@ -117,6 +118,27 @@ def _timed(
     return wrapper
 
 
+BREAKDOWN_STEPS = 4
+"""Extra steps after the measured ones in which the parts of the switch are timed."""
+
+
+def switch_breakdown(tr: Trainer, batches: Any, steps: int) -> dict[str, float]:
+    """Median seconds per step of each part of the switch (switchlora.profiling.RANGES).
+
+    Timed over ``steps`` further training steps (not the measured ones: on CUDA every part
+    synchronises the device). Maximum over ranks.
+    """
+    device = tr.info.device
+    per_step: list[dict[str, float]] = []
+    for _ in range(steps):
+        batch = [next(batches) for _ in range(tr.grad_accum)]
+        with switch_timings(device) as seconds:
+            train_step(tr, batch)
+        per_step.append(dict(seconds))
+    medians = [statistics.median(s[name] for s in per_step) for name in RANGES]
+    return dict(zip(RANGES, _max_over_ranks(medians, device)))
+
+
 def _dynamo_totals() -> tuple[int, int]:
     """(graphs compiled, graph breaks) so far in this process."""
     return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
@@ -179,6 +201,7 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         switched += metrics.get("switch/vectors_switched", 0.0)
     totals = comm.snapshot()
     graphs2, breaks2 = _dynamo_totals()
+    breakdown = switch_breakdown(tr, it, BREAKDOWN_STEPS) if "switch" in tr.method.stateful else {}
     if dist.is_initialized():
         dist.all_reduce(loss)  # each rank holds its share of the global mean
     # Per-step hook time: before + after hooks of one step.
@@ -215,6 +238,7 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         "hook_cpu_s": hook_cpu_s,
         "hook_cpu_share": hook_cpu_s / cpu_s,
         "vectors_switched_per_step": switched / steps,
+        "switch_breakdown_s": breakdown,
         "final_loss": float(loss),
         "params": n_params,
         "trainable_params": n_trainable,

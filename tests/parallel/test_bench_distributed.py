@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from switchlora.profiling import RANGES
 from tests.conftest import ROOT, run_torchrun
 from trainer.bench_report import reduce_bytes
 
@@ -79,6 +80,10 @@ def test_reduce_bytes_ratio_is_trainable_fraction(bench, layout):
     assert ratio == pytest.approx(fraction, rel=0.01)
     assert switch["vs_full"]["reduce_bytes"] == pytest.approx(ratio)
     assert switch["vectors_switched_per_step"] > 0
+    split = switch["switch_breakdown_s"]  # the parts of the switch, timed after the measurement
+    assert list(split) == list(RANGES) and full["switch_breakdown_s"] == {}
+    assert 0 < split["w_update"] <= split["write"] and split["decide"] > 0
+    assert (split["gather"] > 0) == (layout == "fsdp")  # full A rows: only when A is sharded
     kind = "reduce_scatter" if layout == "fsdp" else "all_reduce"
     other = "all_reduce" if layout == "fsdp" else "reduce_scatter"
     for run in (full, switch):

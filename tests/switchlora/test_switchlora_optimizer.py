@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from switchlora import SwitchAdamW
+from switchlora.vector_bank import BankIndex
 
 
 def _params(seed: int) -> list[torch.nn.Parameter]:
@@ -120,3 +121,55 @@ def test_errors():
         SwitchAdamW([{"params": [p], "kind": "lora_A"}])
     with pytest.raises(ValueError, match="lr"):
         SwitchAdamW([p], lr=-1.0)
+
+
+def _factors(seed: int) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Three A (two of one shape) and three B (two of one shape) parameters."""
+    g = torch.Generator().manual_seed(seed)
+    a = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(4, 6), (4, 6), (4, 9)]]
+    b = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(6, 4), (6, 4), (9, 4)]]
+    return a, b
+
+
+def test_stacked_banks_equal_one_parameter_at_a_time():
+    """Shared banks (with frozen vectors and a parameter without gradient at one step) update
+    exactly like separate optimizers holding one parameter each, fp32, bit for bit."""
+    a, b = _factors(3)
+    ref_a, ref_b = _factors(3)
+    opt = SwitchAdamW(
+        [{"params": a, "kind": "lora_A"}, {"params": b, "kind": "lora_B"}], lr=1e-2, eps=1e-6
+    )
+    refs = [
+        SwitchAdamW([{"params": [p], "kind": kind}], lr=1e-2, eps=1e-6)
+        for params, kind in ((ref_a, "lora_A"), (ref_b, "lora_B"))
+        for p in params
+    ]
+    bank_a, first = opt.bank_of(a[1])
+    assert first == 1 and opt.bank_of(a[0])[0] is bank_a and opt.bank_of(a[2])[0] is not bank_a
+    bank_b, _ = opt.bank_of(b[0])
+    gen = torch.Generator().manual_seed(7)
+    for step in range(10):
+        grads = [torch.randn(p.shape, generator=gen) for p in a + b]
+        missing = a[0] if step == 4 else None  # no gradient this step: not stepped at all
+        for p, q, g in zip(a + b, ref_a + ref_b, grads):
+            p.grad = None if p is missing else g.clone()
+            q.grad = None if p is missing else g.clone()
+        if step % 3 == 1:  # freeze A row 2 of a[1] and B column 3 of b[0] for this step
+            bank_a.frozen = BankIndex(torch.tensor([1 * 4 + 2]))
+            bank_b.frozen = BankIndex(torch.tensor([0 * 4 + 3]))
+            ref_a[1].grad[2] = 0
+            ref_b[0].grad[:, 3] = 0
+        if step == 6:  # reset (what the switch does to counterparts): A row 0 of a[0]
+            bank_a.reset(BankIndex(torch.tensor([0]), torch.tensor([0])))
+            ref_state = refs[0].state[ref_a[0]]
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                ref_state[key][0] = 0
+        opt.step()
+        for ref in refs:
+            ref.step()
+    for p, q in zip(a + b, ref_a + ref_b):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for p, q, ref in zip(a + b, ref_a + ref_b, refs):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=0, atol=0)
+    assert opt.state[a[0]]["step"][1].item() == 9  # skipped once
