@@ -291,11 +291,13 @@ class SwitchController:
         for group, sel in waiting:
             by_mesh.setdefault(id(group.a_params[0].device_mesh), []).append((group, sel))
         for items in by_mesh.values():
-            flat = [sel.to_gather.reshape(-1, sel.to_gather.shape[2]) for _, sel in items]
+            flat = [t.reshape(-1, t.shape[2]) for _, sel in items for t in sel.to_gather]
             with switch_range("gather"):
                 full = gather_rows_many(flat, items[0][0].a_params[0])
-            for (group, sel), rows in zip(items, full):
-                group.take_gathered(sel, rows.view(len(group.states), -1, rows.shape[1]))
+            for group, sel in items:
+                count = len(sel.to_gather)
+                group.take_gathered(sel, full[:count])
+                full = full[count:]
         with switch_range("write"):
             for group, d, sel in selected:
                 group.write(d, sel)
@@ -363,12 +365,12 @@ class _BankIndexHost:
         with_steps: bool,
     ) -> None:
         """Vectors `positions` of bank layers `bank_rows` (moments: local rows of A only)."""
-        if bank.kind == "lora_A":
-            start, length = bank.rows
+        start, length = bank.rows
+        if length == rank:  # every vector held here (B, and A unless row-sharded)
+            self.moment.append(bank_rows * rank + positions)
+        else:
             held = (positions >= start) & (positions < start + length)
             self.moment.append(bank_rows[held] * length + positions[held] - start)
-        else:
-            self.moment.append(bank_rows * rank + positions)
         if with_steps:
             self.with_steps = True
             self.step.append(bank_rows * rank + positions)

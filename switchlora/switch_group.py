@@ -109,8 +109,9 @@ class Selected:
     c_full: torch.Tensor | None = None
     """[G, K, n] full incoming rows (None until gathered)."""
 
-    to_gather: torch.Tensor | None = None
-    """Column-sharded A: [G, 2K or 3K, n_loc] rows whose full width the controller gathers."""
+    to_gather: list[torch.Tensor] | None = None
+    """Column-sharded A: the old rows [G, 2K, n_loc] (and, from a pool, the candidates
+    [G, K, n_loc]) whose full width the controller all-gathers."""
 
 
 class SlotBuffers:
@@ -324,7 +325,7 @@ class SwitchGroup:
             d_loc = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
             sel = Selected(a_sel, b_sel, c_work, d_loc, a_work, b_local)
             if lay.a_mode == "cols":
-                sel.to_gather = torch.cat([a_sel, c_work], dim=1)
+                sel.to_gather = [a_sel, c_work]
             else:
                 sel.a_rows, sel.c_full = a_sel, c_work
             return sel
@@ -334,7 +335,7 @@ class SwitchGroup:
         if lay.a_mode == "cols":
             c_work = c_full.narrow(2, *lay.a_cols).contiguous()
             return Selected(
-                a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=a_sel
+                a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=[a_sel]
             )
         return Selected(a_sel, b_sel, c_full, d_loc, a_work, b_local, a_rows=a_sel, c_full=c_full)
 
@@ -358,12 +359,12 @@ class SwitchGroup:
             )
         return torch.stack(c_rows), torch.stack(d_rows)
 
-    def take_gathered(self, sel: Selected, full: torch.Tensor) -> None:
-        """Full-width rows gathered by the controller for `sel.to_gather`."""
-        width = sel.a_sel.shape[1] // 2
-        sel.a_rows = full[:, : 2 * width]
+    def take_gathered(self, sel: Selected, full: list[torch.Tensor]) -> None:
+        """Full-width rows gathered by the controller for `sel.to_gather` ([rows, n] each)."""
+        g = len(self.states)
+        sel.a_rows = full[0].view(g, -1, full[0].shape[1])
         if sel.c_full is None:
-            sel.c_full = full[:, 2 * width :]
+            sel.c_full = full[1].view(g, -1, full[1].shape[1])
         sel.to_gather = None
 
     @torch.no_grad()
