@@ -42,7 +42,7 @@ from switchlora.seeding import (
     numpy_generator,
     torch_generator,
 )
-from switchlora.sharding import gather_rows_many
+from switchlora.sharding import start_gather_rows
 from switchlora.switch_group import Decision, Selected, SwitchGroup, group_key
 from switchlora.vector_bank import BankIndex, VectorBank
 
@@ -185,11 +185,7 @@ class SwitchController:
         schedule.check_interval(interval_t, o.freeze_steps)
         with switch_range("decide"):
             decisions, pack, bank_indices, frozen = self._decide(t, interval_t, force_k)
-        self._apply(t, decisions, pack)
-        with switch_range("reset"):
-            for bank, (reset, frozen_index) in bank_indices.items():
-                bank.reset(reset.resolve(pack))
-                bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
+        self._apply(t, decisions, pack, bank_indices)
         for group in self.groups:
             for counters in (group.counters.frz_a, group.counters.frz_b):
                 np.subtract(counters, 1, out=counters)
@@ -278,29 +274,52 @@ class SwitchController:
             freeze.queue(pack)
         return per_bank, frozen
 
-    def _apply(self, t: int, decisions: list[Decision], pack: IndexPack) -> None:
-        """Device work: select (all groups), one row gather, then the writes."""
+    def _apply(
+        self,
+        t: int,
+        decisions: list[Decision],
+        pack: IndexPack,
+        bank_indices: dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]],
+    ) -> None:
+        """Device work: reads, the row all-gather (in flight while the vectors are written and
+        the optimizer state is reset), then the W corrections."""
         selected: list[tuple[SwitchGroup, Decision, Selected]] = []
         with switch_range("read"):
             for group, d in zip(self.groups, decisions):
                 if d.slots > 0:
                     sel = group.select(d, pack, t, self.slots, self.generator_device)
                     selected.append((group, d, sel))
-        waiting = [(g, sel) for g, _, sel in selected if sel.to_gather is not None]
         by_mesh: dict[int, list[tuple[SwitchGroup, Selected]]] = {}
-        for group, sel in waiting:
-            by_mesh.setdefault(id(group.a_params[0].device_mesh), []).append((group, sel))
-        for items in by_mesh.values():
-            flat = [t.reshape(-1, t.shape[2]) for _, sel in items for t in sel.to_gather]
+        for group, _, sel in selected:
+            if sel.to_gather is not None:
+                by_mesh.setdefault(id(group.a_params[0].device_mesh), []).append((group, sel))
+        pending = [
+            (
+                items,
+                start_gather_rows(
+                    [x.reshape(-1, x.shape[-1]) for _, sel in items for x in sel.to_gather],
+                    items[0][0].a_params[0],
+                ),
+            )
+            for items in by_mesh.values()
+        ]
+        with switch_range("write"):
+            for group, d, sel in selected:
+                group.write_vectors(d, sel)
+        with switch_range("reset"):
+            for bank, (reset, frozen_index) in bank_indices.items():
+                bank.reset(reset.resolve(pack))
+                bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
+        for items, rows in pending:
             with switch_range("gather"):
-                full = gather_rows_many(flat, items[0][0].a_params[0])
+                full = rows.wait()
             for group, sel in items:
                 count = len(sel.to_gather)
                 group.take_gathered(sel, full[:count])
                 full = full[count:]
         with switch_range("write"):
             for group, d, sel in selected:
-                group.write(d, sel)
+                group.write_w(d, sel)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ gathers the full A. On a 2-D (HSDP) mesh the last placement is the sharding one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -97,29 +98,39 @@ def copy_full_(dst: torch.Tensor, full: torch.Tensor) -> None:
     target.copy_(local_slice_of(full, dst).to(device=target.device, dtype=target.dtype))
 
 
-def gather_rows_many(local_rows: list[torch.Tensor], like: DTensor) -> list[torch.Tensor]:
-    """Full rows [k_i, n_i] from local columns [k_i, n_i / S], for several tensors at once.
+class PendingRows:
+    """An all-gather of rows in flight; :meth:`wait` returns the full rows."""
+
+    def __init__(self, work: Any, gathered: torch.Tensor, shapes: list[tuple[int, int]]) -> None:
+        self._work, self._gathered, self._shapes = work, gathered, shapes
+
+    def wait(self) -> list[torch.Tensor]:
+        """Full rows [k_i, n_i] of every input, in order."""
+        self._work.wait()
+        ranks = self._gathered.numel() // sum(rows * cols for rows, cols in self._shapes)
+        per_rank = self._gathered.view(ranks, -1)
+        out, offset = [], 0
+        for rows, cols in self._shapes:
+            chunk = per_rank[:, offset : offset + rows * cols].view(ranks, rows, cols)
+            out.append(chunk.permute(1, 0, 2).reshape(rows, ranks * cols))
+            offset += rows * cols
+        return out
+
+
+def start_gather_rows(local_rows: list[torch.Tensor], like: DTensor) -> PendingRows:
+    """Begin gathering full rows [k_i, n_i] from local columns [k_i, n_i / S], for several
+    tensors at once (one asynchronous all-gather).
 
     Each local_rows[i] holds the local columns of rows of a column-sharded [r, n_i] tensor
     on like's mesh (S ranks along its last dimension, even chunks); all share one dtype.
-    One all-gather for all of them, instead of one per tensor.
     """
-    if not local_rows:
-        return []
     flat = torch.cat([t.reshape(-1) for t in local_rows])
     mesh = like.device_mesh
     ranks = mesh.size(mesh.ndim - 1)
     gathered = flat.new_empty(ranks * flat.numel())
     all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    all_gather(gathered, flat, group=mesh.get_group(mesh.ndim - 1))
-    per_rank = gathered.view(ranks, flat.numel())
-    out, offset = [], 0
-    for t in local_rows:
-        rows, cols = t.shape
-        chunk = per_rank[:, offset : offset + rows * cols].view(ranks, rows, cols)
-        out.append(chunk.permute(1, 0, 2).reshape(rows, ranks * cols))
-        offset += rows * cols
-    return out
+    work = all_gather(gathered, flat, group=mesh.get_group(mesh.ndim - 1), async_op=True)
+    return PendingRows(work, gathered, [tuple(t.shape) for t in local_rows])
 
 
 def as_sharded_like(

@@ -17,8 +17,9 @@ Step t of a group (spec section 2; K = the largest k in the group):
 3. :meth:`SwitchGroup.select`: old rows of A and columns of B at idx_a and idx_b, pool
    write-back of the outgoing vectors, then the incoming candidates.
 4. (column-sharded A) the controller all-gathers full rows for every group at once.
-5. :meth:`SwitchGroup.write`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j], new A rows, new B
-   columns. The optimizer resets and freeze masks are issued by the controller.
+5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns (while the gather runs);
+   :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j]. The optimizer
+   resets and freeze masks are issued by the controller.
 """
 
 from __future__ import annotations
@@ -368,21 +369,35 @@ class SwitchGroup:
         sel.to_gather = None
 
     @torch.no_grad()
-    def write(self, d: Decision, sel: Selected) -> None:
-        """W += s L R, new A rows, new B columns (step 5 of the module doc)."""
-        assert sel.a_rows is not None and sel.c_full is not None
+    def write_vectors(self, d: Decision, sel: Selected) -> None:
+        """New A rows and B columns, and the B side of the W correction (left, in place).
+
+        Needs no gathered rows, so it runs while the row all-gather is in flight.
+        """
         width = d.slots
         bufs = self.buffers(width)
         active = bufs.active
-        act = active.to(self.dtype)
         d_cols = sel.d.transpose(1, 2)
-        # New vectors first: the corrections below overwrite the old ones in place.
         torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width], out=bufs.new_a)
         torch.where(active.unsqueeze(1), d_cols, sel.b_sel[:, :, width:], out=bufs.new_b)
-        # right = [(a_i - c_i) act; a_j], left = [b_i, (b_j - d_j) act], in place.
+        for a, idx, rows in zip(sel.a_work, bufs.idx_a, bufs.new_a_rows):
+            a.index_copy_(0, idx, rows)
+        for b, idx, cols in zip(sel.b_local, bufs.idx_b, bufs.new_b_cols):
+            b.index_copy_(1, idx, cols)
+        if self.layout.a_mode == "rows":
+            for a_param, a_full in zip(self.a_params, sel.a_work):
+                local(a_param).copy_(a_full.narrow(0, *self.layout.a_rows))
+        # left = [b_i, (b_j - d_j) act] (in place; the old columns were used above)
+        sel.b_sel[:, :, width:].sub_(d_cols).mul_(active.to(self.dtype).unsqueeze(1))
+
+    @torch.no_grad()
+    def write_w(self, d: Decision, sel: Selected) -> None:
+        """W += s [b_i, (b_j - d_j) act] [(a_i - c_i) act; a_j] for every layer."""
+        assert sel.a_rows is not None and sel.c_full is not None
+        width = d.slots
+        bufs = self.buffers(width)
         right, left = sel.a_rows, sel.b_sel
-        right[:, :width].sub_(sel.c_full).mul_(act.unsqueeze(2))
-        left[:, :, width:].sub_(d_cols).mul_(act.unsqueeze(1))
+        right[:, :width].sub_(sel.c_full).mul_(bufs.active.to(self.dtype).unsqueeze(2))
         w_local = [_data(w) for w in self.w_params]
         if w_local[0].dtype != self.dtype:
             left_rows = left.to(w_local[0].dtype).unbind(0)
@@ -393,13 +408,6 @@ class SwitchGroup:
         with switch_range("w_update"):
             for w, lhs, rhs in zip(w_local, left_rows, right_rows):
                 w.addmm_(lhs, rhs, alpha=self.scale)
-        for a, idx, rows in zip(sel.a_work, bufs.idx_a, bufs.new_a_rows):
-            a.index_copy_(0, idx, rows)
-        for b, idx, cols in zip(sel.b_local, bufs.idx_b, bufs.new_b_cols):
-            b.index_copy_(1, idx, cols)
-        if self.layout.a_mode == "rows":
-            for a_param, a_full in zip(self.a_params, sel.a_work):
-                local(a_param).copy_(a_full.narrow(0, *self.layout.a_rows))
 
 
 def group_key(st: LayerSwitchState) -> tuple:
