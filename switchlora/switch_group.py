@@ -5,9 +5,10 @@ block, gate/up of every block, down of every block) form a group. Per step the h
 for the whole group at once (numpy over [G] and [G, r] arrays), and the device work is
 stacked over the group: the old vectors are read with one index per layer into a stacked
 buffer, pools are read and written with one flat index each, the corrections of W are built
-for all layers at once, and then each layer gets exactly three in-place writes (W += s L R,
-new A rows, new B columns). Slots beyond a layer's k are inactive: they add nothing to W
-and write the old vectors back.
+for all layers at once, and then each switching layer gets exactly three in-place writes
+(W += s L R, new A rows, new B columns). Slots beyond a layer's k are inactive: they add
+nothing to W and write the old vectors back; a layer with k = 0 is not touched at all (late
+in a run most layers switch on few steps, and their W is never read).
 
 Step t of a group (spec section 2; K = the largest k in the group):
 
@@ -77,6 +78,11 @@ class Decision:
     """IndexPack handles of the device index tensors."""
 
     @property
+    def rows(self) -> list[int]:
+        """Layers (rows of the group) that switch this step: only they touch their tensors."""
+        return np.flatnonzero(self.k).tolist()
+
+    @property
     def slots(self) -> int:
         """K: slots per factor this step (0: nothing to switch in this group)."""
         return self.idx_a.shape[1]
@@ -98,8 +104,9 @@ class Selected:
     d: torch.Tensor
     """[G, K, m_loc] incoming B columns (local rows), one per row."""
 
-    a_work: list[torch.Tensor]
-    """Per layer: local A, or the gathered full A (row-sharded fallback)."""
+    a_work: list[torch.Tensor | None]
+    """Per layer: local A, or the gathered full A (row-sharded fallback; None for layers
+    that do not switch this step)."""
 
     b_local: list[torch.Tensor]
     """Per layer: local B."""
@@ -140,10 +147,11 @@ class SlotBuffers:
         self.idx_ab = list(self.idx.unbind(0))
         self.idx_a = [x[:width] for x in self.idx_ab]
         self.idx_b = [x[width:] for x in self.idx_ab]
-        self.a_sel = torch.empty(g, 2 * width, n_work, dtype=dtype, device=device)
-        self.b_sel = torch.empty(g, m_local, 2 * width, dtype=dtype, device=device)
-        self.new_a = torch.empty(g, width, n_work, dtype=dtype, device=device)
-        self.new_b = torch.empty(g, m_local, width, dtype=dtype, device=device)
+        # zeros: rows of layers that do not switch in a step keep old (finite) values
+        self.a_sel = torch.zeros(g, 2 * width, n_work, dtype=dtype, device=device)
+        self.b_sel = torch.zeros(g, m_local, 2 * width, dtype=dtype, device=device)
+        self.new_a = torch.zeros(g, width, n_work, dtype=dtype, device=device)
+        self.new_b = torch.zeros(g, m_local, width, dtype=dtype, device=device)
         self.a_sel_rows = list(self.a_sel.unbind(0))
         self.b_sel_cols = list(self.b_sel.unbind(0))
         self.new_a_rows = list(self.new_a.unbind(0))
@@ -291,23 +299,24 @@ class SwitchGroup:
         lay = self.layout
         assert d.handles is not None
         h = {name: pack.get(handle) for name, handle in d.handles.items()}
-        g, width = len(self.states), d.slots
+        g, width, rows = len(self.states), d.slots, d.rows
+        if lay.a_mode != "plain":
+            _require_sharded(self.a_params, self.states)
         if lay.a_mode == "rows":  # row-sharded A: switch on the gathered full A
-            a_work = [a.full_tensor() for a in _require_sharded(self.a_params, self.states)]
+            a_work: list[torch.Tensor | None] = [None] * g
+            for row in rows:  # same rows on every rank: the decisions are identical
+                a_work[row] = self.a_params[row].full_tensor()
         else:
-            if lay.a_mode == "cols":
-                _require_sharded(self.a_params, self.states)
             a_work = [_data(a) for a in self.a_params]
         b_local = [_data(b) for b in self.b_params]
-        n_work = a_work[0].shape[1]
         bufs = self.buffers(width)
         bufs.upload()
         a_sel, b_sel = bufs.a_sel, bufs.b_sel
-        for a, b, idx, a_out, b_out in zip(
-            a_work, b_local, bufs.idx_ab, bufs.a_sel_rows, bufs.b_sel_cols
-        ):
-            torch.index_select(a, 0, idx, out=a_out)
-            torch.index_select(b, 1, idx, out=b_out)
+        n_work = a_sel.shape[2]
+        for row in rows:
+            idx = bufs.idx_ab[row]
+            torch.index_select(a_work[row], 0, idx, out=bufs.a_sel_rows[row])
+            torch.index_select(b_local[row], 1, idx, out=bufs.b_sel_cols[row])
         if self.pool_a is not None:
             assert self.pool_b is not None
             flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
@@ -380,13 +389,14 @@ class SwitchGroup:
         d_cols = sel.d.transpose(1, 2)
         torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width], out=bufs.new_a)
         torch.where(active.unsqueeze(1), d_cols, sel.b_sel[:, :, width:], out=bufs.new_b)
-        for a, idx, rows in zip(sel.a_work, bufs.idx_a, bufs.new_a_rows):
-            a.index_copy_(0, idx, rows)
-        for b, idx, cols in zip(sel.b_local, bufs.idx_b, bufs.new_b_cols):
-            b.index_copy_(1, idx, cols)
+        rows = d.rows
+        for row in rows:
+            sel.a_work[row].index_copy_(0, bufs.idx_a[row], bufs.new_a_rows[row])
+        for row in rows:
+            sel.b_local[row].index_copy_(1, bufs.idx_b[row], bufs.new_b_cols[row])
         if self.layout.a_mode == "rows":
-            for a_param, a_full in zip(self.a_params, sel.a_work):
-                local(a_param).copy_(a_full.narrow(0, *self.layout.a_rows))
+            for row in rows:
+                local(self.a_params[row]).copy_(sel.a_work[row].narrow(0, *self.layout.a_rows))
         # left = [b_i, (b_j - d_j) act] (in place; the old columns were used above)
         sel.b_sel[:, :, width:].sub_(d_cols).mul_(active.to(self.dtype).unsqueeze(1))
 
@@ -406,8 +416,8 @@ class SwitchGroup:
             left_rows = bufs.b_sel_cols
             right_rows = bufs.a_sel_rows if right is bufs.a_sel else right.unbind(0)
         with switch_range("w_update"):
-            for w, lhs, rhs in zip(w_local, left_rows, right_rows):
-                w.addmm_(lhs, rhs, alpha=self.scale)
+            for row in d.rows:
+                w_local[row].addmm_(left_rows[row], right_rows[row], alpha=self.scale)
 
 
 def group_key(st: LayerSwitchState) -> tuple:
