@@ -80,14 +80,16 @@ def sequential_choice(
     positions: np.ndarray,
     active: np.ndarray,
     size: int,
+    switching: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sequential walk of :func:`choose_entries` for G pools at once.
 
     use [G, r] (updated in place), nexts [G] ring pointers, positions [G, K], active [G, K]
-    (the first k_g slots of row g), size C. Returns (old, new, nexts after): old [G, K] the
+    (the first k_g slots of row g), size C, `switching` np.nonzero(active) if already known.
+    Returns (old, new, nexts after): old [G, K] the
     released entries (-1 on inactive slots), new [G, K] the incoming ones (0 on inactive slots).
     """
-    layer, slot = np.nonzero(active)
+    layer, slot = np.nonzero(active) if switching is None else switching
     old = np.full(positions.shape, -1, np.int64)
     new = np.zeros(positions.shape, np.int64)
     held = positions[layer, slot]

@@ -256,9 +256,8 @@ class SwitchController:
         frozen = 0
         r = self.options.rank
         for group, d in zip(self.groups, decisions):
-            layer, slot = np.nonzero(d.active)
+            layer, slot = d.switching
             c = group.counters
-            frozen += int((c.frz_a > 0).sum() + (c.frz_b > 0).sum())
             for kind, positions, counters in (
                 ("a", d.idx_b[layer, slot], c.frz_a),  # B column j switched: reset A row j
                 ("b", d.idx_a[layer, slot], c.frz_b),
@@ -267,7 +266,8 @@ class SwitchController:
                 bank_rows: np.ndarray = getattr(group, f"bank_rows_{kind}")
                 reset, freeze = per_bank.setdefault(bank, (_BankIndexHost(), _BankIndexHost()))
                 reset.add(bank, bank_rows[layer], positions, r, with_steps=True)
-                f_layer, f_pos = np.nonzero(counters > 0)
+                f_layer, f_pos = np.nonzero(counters)  # counters are >= 0
+                frozen += len(f_layer)
                 freeze.add(bank, bank_rows[f_layer], f_pos, r, with_steps=False)
         for reset, freeze in per_bank.values():
             reset.queue(pack)

@@ -62,6 +62,9 @@ class Decision:
     active: np.ndarray
     """[G, K] bool: slot < k."""
 
+    switching: tuple[np.ndarray, np.ndarray]
+    """(layer, slot) of every active slot (np.nonzero(active), layer-major)."""
+
     old_a: np.ndarray | None = None
     """[G, K] pool entries released by A (pool source; inactive slots: -1)."""
 
@@ -255,14 +258,16 @@ class SwitchGroup:
         c.frz_a[layer, idx_b[layer, slot]] = o.freeze_steps
         c.p_a[:] = (c.p_a + k) % r
         c.p_b[:] = (c.p_b + k) % r
-        return Decision(k, idx_a, idx_b, active)
+        return Decision(k, idx_a, idx_b, active, (layer, slot))
 
     def choose_sequential(self, d: Decision) -> None:
         """Sequential pool walk for every layer at once (the next k entries of each ring)."""
         for name, use, idx in (("a", self.use_a, d.idx_a), ("b", self.use_b, d.idx_b)):
             factors = [getattr(st, f"pool_{name}") for st in self.states]
             nexts = np.array([f.next for f in factors], np.int64)
-            old, new, nexts = sequential_choice(use, nexts, idx, d.active, self.pool_size)
+            old, new, nexts = sequential_choice(
+                use, nexts, idx, d.active, self.pool_size, d.switching
+            )
             for factor, nxt in zip(factors, nexts.tolist()):
                 factor.next = nxt
             setattr(d, f"old_{name}", old)
@@ -279,7 +284,7 @@ class SwitchGroup:
             handles["read_a"] = _pool_index(pack, self.pool_a, (base + d.new_a).reshape(-1))
             handles["read_b"] = _pool_index(pack, self.pool_b, (base + d.new_b).reshape(-1))
             if self.options.pool_write_back:
-                layer, slot = np.nonzero(d.active)
+                layer, slot = d.switching
                 handles["out_slots"] = pack.add(layer * width + slot)
                 assert d.old_a is not None and d.old_b is not None
                 handles["write_a"] = _pool_index(
