@@ -326,9 +326,11 @@ class SwitchController:
         """Pointers, freeze counters, generator states, pool choice state and pools.
 
         Pools are DTensors when the layers are sharded (so torch.distributed.checkpoint can
-        reshard them) and plain tensors single-process; they alias the live pools.
+        reshard them) and plain tensors single-process; they alias the live pools (deferred
+        write-backs are applied first).
         """
         self._ensure_initialized()
+        self.flush_pools()
         return {
             "last_step": self.last_step,
             "decision_rng": self.decision_rng.bit_generator.state,
@@ -339,6 +341,7 @@ class SwitchController:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Restore a state_dict() so that the following steps decide exactly as before."""
         self._ensure_initialized()
+        self.flush_pools()
         names = {st.name for st in self.layers}
         if set(sd["layers"]) != names:
             missing = sorted(names - set(sd["layers"]))
@@ -349,6 +352,15 @@ class SwitchController:
         self.choice_rng.bit_generator.state = sd["choice_rng"]
         for st in self.layers:
             st.load_state_dict(sd["layers"][st.name])
+
+    def flush_pools(self) -> None:
+        """Apply the deferred write-backs of CPU-offloaded pools now.
+
+        They are applied automatically before the next switch reads a pool and before pools
+        are saved or loaded; call this only to inspect the pools in between.
+        """
+        for group in self.groups:
+            group.flush_writes()
 
     def pool_bytes(self) -> int:
         """Bytes of candidate pools held by this process (0 for the seeded source)."""

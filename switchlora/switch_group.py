@@ -80,6 +80,10 @@ class Decision:
     handles: dict[str, int] | None = None
     """IndexPack handles of the device index tensors."""
 
+    write_now: bool = False
+    """An entry released this step is read back this step: the pool write-back of an
+    offloaded pool cannot wait (see SwitchGroup.flush_writes)."""
+
     @property
     def rows(self) -> list[int]:
         """Layers (rows of the group) that switch this step: only they touch their tensors."""
@@ -200,6 +204,7 @@ class SwitchGroup:
         self.pool_a: torch.Tensor | None = None
         self.pool_b: torch.Tensor | None = None
         self._buffers: dict[int, SlotBuffers] = {}
+        self._pending_writes: list[_PendingWrite] = []
 
     def buffers(self, width: int) -> SlotBuffers:
         """The persistent buffers for `width` slots (made on first use)."""
@@ -286,6 +291,9 @@ class SwitchGroup:
             if self.options.pool_write_back:
                 layer, slot = d.switching
                 handles["out_slots"] = pack.add(layer * width + slot)
+                d.write_now = _comes_back(d.old_a, d.new_a, layer, slot) or _comes_back(
+                    d.old_b, d.new_b, layer, slot
+                )
                 assert d.old_a is not None and d.old_b is not None
                 handles["write_a"] = _pool_index(
                     pack, self.pool_a, layer * size + d.old_a[layer, slot]
@@ -326,6 +334,7 @@ class SwitchGroup:
             assert self.pool_b is not None
             flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
             flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
+            self.flush_writes()  # last step's deferred write-back, before any pool read
             if "write_a" in h:  # before reading: an entry released now may come back now
                 out = h["out_slots"]
                 outgoing_a = a_sel[:, :width].reshape(g * width, n_work).index_select(0, out)
@@ -334,8 +343,12 @@ class SwitchGroup:
                 )
                 if lay.a_mode == "rows":
                     outgoing_a = outgoing_a.narrow(1, *lay.a_cols)
-                flat_a.index_copy_(0, h["write_a"], outgoing_a.to(flat_a.device))
-                flat_b.index_copy_(0, h["write_b"], outgoing_b.to(flat_b.device))
+                for flat, index, rows in (
+                    (flat_a, h["write_a"], outgoing_a),
+                    (flat_b, h["write_b"], outgoing_b),
+                ):
+                    defer = self.options.pool_offload_cpu and not d.write_now
+                    self._write_pool(flat, index, rows, defer)
             c_work = _read(flat_a, h["read_a"], self.device).view(g, width, -1)
             d_loc = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
             sel = Selected(a_sel, b_sel, c_work, d_loc, a_work, b_local)
@@ -353,6 +366,32 @@ class SwitchGroup:
                 a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=[a_sel]
             )
         return Selected(a_sel, b_sel, c_full, d_loc, a_work, b_local, a_rows=a_sel, c_full=c_full)
+
+    def _write_pool(
+        self, flat: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, defer: bool
+    ) -> None:
+        """Store outgoing vectors in the pool, now or (`defer`, CPU-offloaded pools) at the next
+        :meth:`flush_writes`: the device-to-host copy then runs without the host waiting for
+        it, instead of synchronising the device in every switching step."""
+        if not defer:
+            flat.index_copy_(0, index, rows.to(flat.device))
+            return
+        if rows.device.type == "cpu":
+            self._pending_writes.append(_PendingWrite(flat, index, rows, None))
+            return
+        staged = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+        staged.copy_(rows, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        self._pending_writes.append(_PendingWrite(flat, index, staged, copied))
+
+    def flush_writes(self) -> None:
+        """Apply deferred pool write-backs (waits for their device-to-host copies)."""
+        for write in self._pending_writes:
+            if write.copied is not None:
+                write.copied.synchronize()
+            write.pool.index_copy_(0, write.index, write.rows)
+        self._pending_writes.clear()
 
     def _seeded(
         self, t: int, slots: int, width: int, generator_device: torch.device
@@ -423,6 +462,26 @@ class SwitchGroup:
         with switch_range("w_update"):
             for row in d.rows:
                 w_local[row].addmm_(left_rows[row], right_rows[row], alpha=self.scale)
+
+
+@dataclass
+class _PendingWrite:
+    """A pool write-back waiting for its device-to-host copy."""
+
+    pool: torch.Tensor
+    index: torch.Tensor
+    rows: torch.Tensor
+    copied: torch.cuda.Event | None
+
+
+def _comes_back(
+    old: np.ndarray | None, new: np.ndarray | None, layer: np.ndarray, slot: np.ndarray
+) -> bool:
+    """Whether any layer reads back an entry it released in the same step."""
+    if old is None or new is None or len(layer) == 0:
+        return False
+    released = set(zip(layer.tolist(), old[layer, slot].tolist()))
+    return any(pair in released for pair in zip(layer.tolist(), new[layer, slot].tolist()))
 
 
 def group_key(st: LayerSwitchState) -> tuple:

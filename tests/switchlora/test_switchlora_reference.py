@@ -172,6 +172,12 @@ CASES = {
     "pool-sequential-N0": {"freeze_steps": 0},
     "seeded-N2": {"freeze_steps": 2, "candidate_source": "seeded"},
     "pool-offload-cpu": {"freeze_steps": 2, "pool_offload_cpu": True},
+    # deferred write-backs, and same-step returns of released entries that cannot wait
+    "pool-offload-cpu-random": {
+        "freeze_steps": 2,
+        "pool_offload_cpu": True,
+        "pool_choice": "random",
+    },
 }
 
 
@@ -206,6 +212,7 @@ def test_library_matches_reference(case):
     assert switched > 40  # switching really happened, repeatedly
     if opts.freeze_steps > 0:
         assert frozen_seen > 0
+    ctrl.flush_pools()
     params = dict(model.named_parameters())
     for name, ref_param in ref_model.named_parameters():
         torch.testing.assert_close(params[name], ref_param, rtol=1e-5, atol=1e-5, msg=name)
