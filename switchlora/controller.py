@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from switchlora import schedule
+from switchlora.bank_indices import BankIndexBuilder
 from switchlora.candidates import choose_entries
 from switchlora.index_pack import IndexPack
 from switchlora.init import candidate_pools, layer_switchable
@@ -44,7 +45,7 @@ from switchlora.seeding import (
 )
 from switchlora.sharding import start_gather_rows
 from switchlora.switch_group import Decision, Selected, SwitchGroup, group_key
-from switchlora.vector_bank import BankIndex, VectorBank
+from switchlora.vector_bank import VectorBank
 
 
 class SwitchController:
@@ -250,9 +251,9 @@ class SwitchController:
 
     def _queue_bank_indices(
         self, decisions: list[Decision], pack: IndexPack
-    ) -> tuple[dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]], int]:
+    ) -> tuple[dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]], int]:
         """Counterparts to reset and vectors to freeze, per optimizer bank; frozen count."""
-        per_bank: dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]] = {}
+        per_bank: dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]] = {}
         frozen = 0
         r = self.options.rank
         for group, d in zip(self.groups, decisions):
@@ -264,7 +265,7 @@ class SwitchController:
             ):
                 bank: VectorBank = getattr(group, f"bank_{kind}")
                 bank_rows: np.ndarray = getattr(group, f"bank_rows_{kind}")
-                reset, freeze = per_bank.setdefault(bank, (_BankIndexHost(), _BankIndexHost()))
+                reset, freeze = per_bank.setdefault(bank, (BankIndexBuilder(), BankIndexBuilder()))
                 reset.add(bank, bank_rows[layer], positions, r, with_steps=True)
                 f_layer, f_pos = np.nonzero(counters)  # counters are >= 0
                 frozen += len(f_layer)
@@ -279,7 +280,7 @@ class SwitchController:
         t: int,
         decisions: list[Decision],
         pack: IndexPack,
-        bank_indices: dict[VectorBank, tuple[_BankIndexHost, _BankIndexHost]],
+        bank_indices: dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]],
     ) -> None:
         """Device work: reads, the row all-gather (in flight while the vectors are written and
         the optimizer state is reset), then the W corrections."""
@@ -360,7 +361,7 @@ class SwitchController:
         are saved or loaded; call this only to inspect the pools in between.
         """
         for group in self.groups:
-            group.flush_writes()
+            group.pool_writes.flush()
 
     def pool_bytes(self) -> int:
         """Bytes of candidate pools held by this process (0 for the seeded source)."""
@@ -371,49 +372,3 @@ class SwitchController:
                 if pool is not None:
                     total += pool.numel() * pool.element_size()
         return total
-
-
-class _BankIndexHost:
-    """Host side of a BankIndex: flat indices collected from several groups."""
-
-    def __init__(self) -> None:
-        self.moment: list[np.ndarray] = []
-        self.step: list[np.ndarray] = []
-        self.with_steps = False
-        self.handles: tuple[int, int | None] | None = None
-
-    @property
-    def size(self) -> int:
-        """Number of vectors (moment indices)."""
-        return sum(len(x) for x in self.moment)
-
-    def add(
-        self,
-        bank: VectorBank,
-        bank_rows: np.ndarray,
-        positions: np.ndarray,
-        rank: int,
-        with_steps: bool,
-    ) -> None:
-        """Vectors `positions` of bank layers `bank_rows` (moments: local rows of A only)."""
-        start, length = bank.rows
-        if length == rank:  # every vector held here (B, and A unless row-sharded)
-            self.moment.append(bank_rows * rank + positions)
-        else:
-            held = (positions >= start) & (positions < start + length)
-            self.moment.append(bank_rows[held] * length + positions[held] - start)
-        if with_steps:
-            self.with_steps = True
-            self.step.append(bank_rows * rank + positions)
-
-    def queue(self, pack: IndexPack) -> None:
-        """Queue the concatenated indices."""
-        moment = pack.add(np.concatenate(self.moment) if self.moment else np.zeros(0))
-        step = pack.add(np.concatenate(self.step)) if self.with_steps else None
-        self.handles = (moment, step)
-
-    def resolve(self, pack: IndexPack) -> BankIndex:
-        """The device BankIndex after pack.send()."""
-        assert self.handles is not None
-        moment, step = self.handles
-        return BankIndex(pack.get(moment), None if step is None else pack.get(step))

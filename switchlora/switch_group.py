@@ -42,8 +42,10 @@ from switchlora.index_pack import IndexPack
 from switchlora.init import init_bounds, initial_pool_indices
 from switchlora.layer_state import HostCounters, LayerSwitchState
 from switchlora.options import SwitchLoRAOptions
+from switchlora.pool_writes import PoolWrites, comes_back
 from switchlora.profiling import switch_range
 from switchlora.sharding import is_dtensor, local
+from switchlora.slot_buffers import SlotBuffers
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Decision:
 
     write_now: bool = False
     """An entry released this step is read back this step: the pool write-back of an
-    offloaded pool cannot wait (see SwitchGroup.flush_writes)."""
+    offloaded pool cannot wait (see switchlora.pool_writes)."""
 
     @property
     def rows(self) -> list[int]:
@@ -129,59 +131,6 @@ class Selected:
     [G, K, n_loc]) whose full width the controller all-gathers."""
 
 
-class SlotBuffers:
-    """A group's persistent tensors for K slots, with per-layer views made once.
-
-    Positions and the active mask are written on the host into arrays that share memory with
-    the device tensors on CPU (no copy at all) or that are pinned and copied in one
-    non-blocking transfer on CUDA. The old vectors and the new vectors are read into and
-    computed in fixed buffers, so a step allocates (almost) nothing and creates no views.
-    """
-
-    def __init__(self, g: int, width: int, n_work: int, m_local: int, dtype, device) -> None:
-        self.width = width
-        pinned = device.type == "cuda"
-        host_idx = torch.zeros(g, 2 * width, dtype=torch.int64, pin_memory=pinned)
-        host_active = torch.zeros(g, width, dtype=torch.bool, pin_memory=pinned)
-        self.idx_host, self.active_host = host_idx.numpy(), host_active.numpy()
-        if device.type == "cpu":
-            self.idx, self.active = host_idx, host_active
-        else:
-            self.idx = torch.empty_like(host_idx, device=device)
-            self.active = torch.empty_like(host_active, device=device)
-        self._host = (host_idx, host_active)
-        self._copied: torch.cuda.Event | None = None
-        self.idx_ab = list(self.idx.unbind(0))
-        self.idx_a = [x[:width] for x in self.idx_ab]
-        self.idx_b = [x[width:] for x in self.idx_ab]
-        # zeros: rows of layers that do not switch in a step keep old (finite) values
-        self.a_sel = torch.zeros(g, 2 * width, n_work, dtype=dtype, device=device)
-        self.b_sel = torch.zeros(g, m_local, 2 * width, dtype=dtype, device=device)
-        self.new_a = torch.zeros(g, width, n_work, dtype=dtype, device=device)
-        self.new_b = torch.zeros(g, m_local, width, dtype=dtype, device=device)
-        self.a_sel_rows = list(self.a_sel.unbind(0))
-        self.b_sel_cols = list(self.b_sel.unbind(0))
-        self.new_a_rows = list(self.new_a.unbind(0))
-        self.new_b_cols = list(self.new_b.unbind(0))
-
-    def fill(self, idx_a: np.ndarray, idx_b: np.ndarray, active: np.ndarray) -> None:
-        """Write this step's positions and mask on the host (after the last copy finished)."""
-        if self._copied is not None:
-            self._copied.synchronize()
-        self.idx_host[:, : self.width] = idx_a
-        self.idx_host[:, self.width :] = idx_b
-        self.active_host[:] = active
-
-    def upload(self) -> None:
-        """Move them to the device (nothing to do on CPU)."""
-        if self.idx.device.type == "cpu":
-            return
-        self.idx.copy_(self._host[0], non_blocking=True)
-        self.active.copy_(self._host[1], non_blocking=True)
-        self._copied = torch.cuda.Event()
-        self._copied.record()
-
-
 class SwitchGroup:
     """Switchable adapter layers with identical local shapes, layout and scale."""
 
@@ -204,7 +153,7 @@ class SwitchGroup:
         self.pool_a: torch.Tensor | None = None
         self.pool_b: torch.Tensor | None = None
         self._buffers: dict[int, SlotBuffers] = {}
-        self._pending_writes: list[_PendingWrite] = []
+        self.pool_writes = PoolWrites()
 
     def buffers(self, width: int) -> SlotBuffers:
         """The persistent buffers for `width` slots (made on first use)."""
@@ -291,7 +240,7 @@ class SwitchGroup:
             if self.options.pool_write_back:
                 layer, slot = d.switching
                 handles["out_slots"] = pack.add(layer * width + slot)
-                d.write_now = _comes_back(d.old_a, d.new_a, layer, slot) or _comes_back(
+                d.write_now = comes_back(d.old_a, d.new_a, layer, slot) or comes_back(
                     d.old_b, d.new_b, layer, slot
                 )
                 assert d.old_a is not None and d.old_b is not None
@@ -334,7 +283,7 @@ class SwitchGroup:
             assert self.pool_b is not None
             flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
             flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
-            self.flush_writes()  # last step's deferred write-back, before any pool read
+            self.pool_writes.flush()  # last step's deferred write-back, before any pool read
             if "write_a" in h:  # before reading: an entry released now may come back now
                 out = h["out_slots"]
                 outgoing_a = a_sel[:, :width].reshape(g * width, n_work).index_select(0, out)
@@ -348,7 +297,7 @@ class SwitchGroup:
                     (flat_b, h["write_b"], outgoing_b),
                 ):
                     defer = self.options.pool_offload_cpu and not d.write_now
-                    self._write_pool(flat, index, rows, defer)
+                    self.pool_writes.write(flat, index, rows, defer)
             c_work = _read(flat_a, h["read_a"], self.device).view(g, width, -1)
             d_loc = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
             sel = Selected(a_sel, b_sel, c_work, d_loc, a_work, b_local)
@@ -366,32 +315,6 @@ class SwitchGroup:
                 a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=[a_sel]
             )
         return Selected(a_sel, b_sel, c_full, d_loc, a_work, b_local, a_rows=a_sel, c_full=c_full)
-
-    def _write_pool(
-        self, flat: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, defer: bool
-    ) -> None:
-        """Store outgoing vectors in the pool, now or (`defer`, CPU-offloaded pools) at the next
-        :meth:`flush_writes`: the device-to-host copy then runs without the host waiting for
-        it, instead of synchronising the device in every switching step."""
-        if not defer:
-            flat.index_copy_(0, index, rows.to(flat.device))
-            return
-        if rows.device.type == "cpu":
-            self._pending_writes.append(_PendingWrite(flat, index, rows, None))
-            return
-        staged = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
-        staged.copy_(rows, non_blocking=True)
-        copied = torch.cuda.Event()
-        copied.record()
-        self._pending_writes.append(_PendingWrite(flat, index, staged, copied))
-
-    def flush_writes(self) -> None:
-        """Apply deferred pool write-backs (waits for their device-to-host copies)."""
-        for write in self._pending_writes:
-            if write.copied is not None:
-                write.copied.synchronize()
-            write.pool.index_copy_(0, write.index, write.rows)
-        self._pending_writes.clear()
 
     def _seeded(
         self, t: int, slots: int, width: int, generator_device: torch.device
@@ -462,26 +385,6 @@ class SwitchGroup:
         with switch_range("w_update"):
             for row in d.rows:
                 w_local[row].addmm_(left_rows[row], right_rows[row], alpha=self.scale)
-
-
-@dataclass
-class _PendingWrite:
-    """A pool write-back waiting for its device-to-host copy."""
-
-    pool: torch.Tensor
-    index: torch.Tensor
-    rows: torch.Tensor
-    copied: torch.cuda.Event | None
-
-
-def _comes_back(
-    old: np.ndarray | None, new: np.ndarray | None, layer: np.ndarray, slot: np.ndarray
-) -> bool:
-    """Whether any layer reads back an entry it released in the same step."""
-    if old is None or new is None or len(layer) == 0:
-        return False
-    released = set(zip(layer.tolist(), old[layer, slot].tolist()))
-    return any(pair in released for pair in zip(layer.tolist(), new[layer, slot].tolist()))
 
 
 def group_key(st: LayerSwitchState) -> tuple:
