@@ -29,7 +29,7 @@ from switchlora import schedule
 from switchlora.bank_indices import BankIndexBuilder
 from switchlora.candidates import choose_entries
 from switchlora.index_pack import IndexPack
-from switchlora.init import candidate_pools, layer_switchable
+from switchlora.init import candidate_pools, layer_switchable, pool_size
 from switchlora.layer import AdapterLinear
 from switchlora.layer_state import HostCounters, LayerSwitchState
 from switchlora.layout import layer_layout
@@ -121,23 +121,25 @@ class SwitchController:
             self._initialized = True
             return
         pools = pools or {}
-        for group in self.groups:
-            full = []
-            for st in group.states:
+        for group in self.groups:  # one layer's full pools in memory at a time
+            group.allocate_pools(
+                pool_size(group.layout.m, group.layout.n), self.options.pool_offload_cpu
+            )
+            for row, st in enumerate(group.states):
                 given = pools.get(st.name)
                 if given is not None:
-                    full.append((given["pool_A"], given["pool_B"]))
+                    group.attach_pools(row, given["pool_A"], given["pool_B"])
                     continue
                 lay = st.layout
                 generator = torch_generator(
                     self.generator_device, self.options.seed, INIT_STREAM, st.index
                 )
-                full.append(
-                    candidate_pools(
+                group.attach_pools(
+                    row,
+                    *candidate_pools(
                         lay.m, lay.n, lay.r, self.options.init, generator, self.generator_device
-                    )
+                    ),
                 )
-            group.attach_pools(full, self.options.pool_offload_cpu)
         self._initialized = True
 
     def _ensure_initialized(self) -> None:

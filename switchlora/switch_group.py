@@ -166,27 +166,29 @@ class SwitchGroup:
         return self._buffers[width]
 
     # ------------------------------------------------------------------ pools
-    def attach_pools(self, pools: list[tuple[torch.Tensor, torch.Tensor]], offload: bool) -> None:
-        """Stack this rank's part of each layer's full pools (pool_A [C, n], pool_B [C, m])."""
-        lay = self.layout
-        c = pools[0][0].shape[0]
-        for st, (pool_a, pool_b) in zip(self.states, pools):
-            if tuple(pool_a.shape) != (c, lay.n) or tuple(pool_b.shape) != (c, lay.m):
-                raise ValueError(
-                    f"{st.name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} do not fit "
-                    f"m={lay.m}, n={lay.n}"
-                )
-        g = len(self.states)
-        self.pool_a = _pool_storage((g, c, lay.a_cols[1]), self.dtype, self.device, offload)
-        self.pool_b = _pool_storage((g, c, lay.m_rows[1]), self.dtype, self.device, offload)
-        use_a, use_b = initial_pool_indices(c, lay.r)
+    def allocate_pools(self, size: int, offload: bool) -> None:
+        """Stacked pools of C = `size` entries per layer (filled by :meth:`attach_pools`)."""
+        lay, g = self.layout, len(self.states)
+        self.pool_a = _pool_storage((g, size, lay.a_cols[1]), self.dtype, self.device, offload)
+        self.pool_b = _pool_storage((g, size, lay.m_rows[1]), self.dtype, self.device, offload)
+        use_a, use_b = initial_pool_indices(size, lay.r)
         self.use_a = np.tile(use_a, (g, 1))
         self.use_b = np.tile(use_b, (g, 1))
-        for row, (st, (pool_a, pool_b)) in enumerate(zip(self.states, pools)):
-            self.pool_a[row].copy_(pool_a.narrow(1, *lay.a_cols))
-            self.pool_b[row].copy_(pool_b.narrow(1, *lay.m_rows))
+        for row, st in enumerate(self.states):
             st.pool_a = PoolFactor(self.pool_a[row], self.use_a[row], 0)
             st.pool_b = PoolFactor(self.pool_b[row], self.use_b[row], 0)
+
+    def attach_pools(self, row: int, pool_a: torch.Tensor, pool_b: torch.Tensor) -> None:
+        """Copy this rank's part of one layer's FULL pools (pool_A [C, n], pool_B [C, m])."""
+        assert self.pool_a is not None and self.pool_b is not None
+        lay, c = self.layout, self.pool_size
+        if tuple(pool_a.shape) != (c, lay.n) or tuple(pool_b.shape) != (c, lay.m):
+            raise ValueError(
+                f"{self.states[row].name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} "
+                f"do not fit C={c}, m={lay.m}, n={lay.n}"
+            )
+        self.pool_a[row].copy_(pool_a.narrow(1, *lay.a_cols))
+        self.pool_b[row].copy_(pool_b.narrow(1, *lay.m_rows))
 
     @property
     def pool_size(self) -> int:
