@@ -284,13 +284,13 @@ class SwitchController:
         pack: IndexPack,
         bank_indices: dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]],
     ) -> None:
-        """Device work: reads, the row all-gather (in flight while the vectors are written and
-        the optimizer state is reset), then the W corrections."""
+        """Device work: A-side reads, the row all-gather (in flight while the B side is read,
+        the vectors are written and the optimizer state is reset), then the W corrections."""
         selected: list[tuple[SwitchGroup, Decision, Selected]] = []
         with switch_range("read"):
             for group, d in zip(self.groups, decisions):
                 if d.slots > 0:
-                    sel = group.select(d, pack, t, self.slots, self.generator_device)
+                    sel = group.read_a(d, pack, t, self.slots, self.generator_device)
                     selected.append((group, d, sel))
         by_mesh: dict[int, list[tuple[SwitchGroup, Selected]]] = {}
         for group, _, sel in selected:
@@ -306,6 +306,9 @@ class SwitchController:
             )
             for items in by_mesh.values()
         ]
+        with switch_range("read"):
+            for group, d, sel in selected:
+                group.read_b(d, sel, pack, t, self.slots, self.generator_device)
         with switch_range("write"):
             for group, d, sel in selected:
                 group.write_vectors(d, sel)

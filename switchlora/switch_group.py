@@ -15,12 +15,12 @@ Step t of a group (spec section 2; K = the largest k in the group):
 1. :meth:`SwitchGroup.decide`: k per layer (capped), positions idx_a / idx_b [G, K],
    counterpart freezes, pointer advance.
 2. pool choice (sequential here, vectorised; random by the controller, in layer order).
-3. :meth:`SwitchGroup.select`: old rows of A and columns of B at idx_a and idx_b, pool
-   write-back of the outgoing vectors, then the incoming candidates.
-4. (column-sharded A) the controller all-gathers full rows for every group at once.
-5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns (while the gather runs);
-   :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j]. The optimizer
-   resets and freeze masks are issued by the controller.
+3. :meth:`SwitchGroup.read_a`: old rows of A at idx_a and idx_b, pool write-back of the
+   outgoing rows, then the incoming rows.
+4. (column-sharded A) the controller starts one all-gather of full rows for every group;
+   while it runs: :meth:`SwitchGroup.read_b` (the same for B columns),
+5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns, and the optimizer resets;
+   then :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j].
 """
 
 from __future__ import annotations
@@ -99,25 +99,25 @@ class Decision:
 
 @dataclass
 class Selected:
-    """Device tensors between :meth:`SwitchGroup.select` and :meth:`SwitchGroup.write`."""
+    """Device tensors of one group between the reads and the writes of a step."""
 
     a_sel: torch.Tensor
     """[G, 2K, n_work] old rows of the A work tensors at idx_a then idx_b."""
 
-    b_sel: torch.Tensor
-    """[G, m_loc, 2K] old columns of B at idx_a then idx_b."""
-
     c_work: torch.Tensor
     """[G, K, n_work] incoming A rows in the A work layout."""
-
-    d: torch.Tensor
-    """[G, K, m_loc] incoming B columns (local rows), one per row."""
 
     a_work: list[torch.Tensor | None]
     """Per layer: local A, or the gathered full A (row-sharded fallback; None for layers
     that do not switch this step)."""
 
-    b_local: list[torch.Tensor]
+    b_sel: torch.Tensor | None = None
+    """[G, m_loc, 2K] old columns of B at idx_a then idx_b (read by :meth:`read_b`)."""
+
+    d: torch.Tensor | None = None
+    """[G, K, m_loc] incoming B columns (local rows), one per row."""
+
+    b_local: list[torch.Tensor] | None = None
     """Per layer: local B."""
 
     a_rows: torch.Tensor | None = None
@@ -256,10 +256,11 @@ class SwitchGroup:
 
     # ------------------------------------------------------------------ device
     @torch.no_grad()
-    def select(
+    def read_a(
         self, d: Decision, pack: IndexPack, t: int, slots: int, generator_device: torch.device
     ) -> Selected:
-        """Old vectors, pool write-back, incoming candidates (step 3 of the module doc)."""
+        """Old A rows, their pool write-back, incoming A rows (step 3 of the module doc, A side:
+        what the row all-gather needs, so that it can start before the B side is read)."""
         lay = self.layout
         assert d.handles is not None
         h = {name: pack.get(handle) for name, handle in d.handles.items()}
@@ -272,71 +273,90 @@ class SwitchGroup:
                 a_work[row] = self.a_params[row].full_tensor()
         else:
             a_work = [_data(a) for a in self.a_params]
-        b_local = [_data(b) for b in self.b_params]
         bufs = self.buffers(width)
         bufs.upload()
-        a_sel, b_sel = bufs.a_sel, bufs.b_sel
-        n_work = a_sel.shape[2]
+        a_sel = bufs.a_sel
         for row in rows:
-            idx = bufs.idx_ab[row]
-            torch.index_select(a_work[row], 0, idx, out=bufs.a_sel_rows[row])
-            torch.index_select(b_local[row], 1, idx, out=bufs.b_sel_cols[row])
+            torch.index_select(a_work[row], 0, bufs.idx_ab[row], out=bufs.a_sel_rows[row])
         if self.pool_a is not None:
-            assert self.pool_b is not None
+            self.pool_writes.flush()  # last step's deferred write-backs, before any pool read
             flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
-            flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
-            self.pool_writes.flush()  # last step's deferred write-back, before any pool read
             if "write_a" in h:  # before reading: an entry released now may come back now
-                out = h["out_slots"]
-                outgoing_a = a_sel[:, :width].reshape(g * width, n_work).index_select(0, out)
-                outgoing_b = (
-                    b_sel[:, :, width:].transpose(1, 2).reshape(g * width, -1).index_select(0, out)
-                )
+                outgoing = a_sel[:, :width].reshape(g * width, -1).index_select(0, h["out_slots"])
                 if lay.a_mode == "rows":
-                    outgoing_a = outgoing_a.narrow(1, *lay.a_cols)
-                for flat, index, rows in (
-                    (flat_a, h["write_a"], outgoing_a),
-                    (flat_b, h["write_b"], outgoing_b),
-                ):
-                    defer = self.options.pool_offload_cpu and not d.write_now
-                    self.pool_writes.write(flat, index, rows, defer)
+                    outgoing = outgoing.narrow(1, *lay.a_cols)
+                self._write_back(flat_a, h["write_a"], outgoing, d)
             c_work = _read(flat_a, h["read_a"], self.device).view(g, width, -1)
-            d_loc = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
-            sel = Selected(a_sel, b_sel, c_work, d_loc, a_work, b_local)
+            sel = Selected(a_sel, c_work, a_work)
             if lay.a_mode == "cols":
                 sel.to_gather = [a_sel, c_work]
             else:
                 sel.a_rows, sel.c_full = a_sel, c_work
             return sel
-        c_full, d_full = self._seeded(t, slots, width, generator_device)
-        d_loc = d_full.narrow(2, *lay.m_rows).to(device=self.device, dtype=self.dtype)
+        c_full = self._seeded(FACTOR_A, t, slots, width, generator_device)
         c_full = c_full.to(device=self.device, dtype=self.dtype)
         if lay.a_mode == "cols":
             c_work = c_full.narrow(2, *lay.a_cols).contiguous()
-            return Selected(
-                a_sel, b_sel, c_work, d_loc, a_work, b_local, c_full=c_full, to_gather=[a_sel]
-            )
-        return Selected(a_sel, b_sel, c_full, d_loc, a_work, b_local, a_rows=a_sel, c_full=c_full)
+            return Selected(a_sel, c_work, a_work, c_full=c_full, to_gather=[a_sel])
+        return Selected(a_sel, c_full, a_work, a_rows=a_sel, c_full=c_full)
+
+    @torch.no_grad()
+    def read_b(
+        self,
+        d: Decision,
+        sel: Selected,
+        pack: IndexPack,
+        t: int,
+        slots: int,
+        generator_device: torch.device,
+    ) -> None:
+        """Old B columns, their pool write-back, incoming B columns (step 3, B side)."""
+        assert d.handles is not None
+        h = {name: pack.get(handle) for name, handle in d.handles.items()}
+        g, width = len(self.states), d.slots
+        bufs = self.buffers(width)
+        sel.b_local = [_data(b) for b in self.b_params]
+        for row in d.rows:
+            torch.index_select(sel.b_local[row], 1, bufs.idx_ab[row], out=bufs.b_sel_cols[row])
+        sel.b_sel = bufs.b_sel
+        if self.pool_b is not None:
+            flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
+            if "write_b" in h:
+                outgoing = (
+                    sel.b_sel[:, :, width:]
+                    .transpose(1, 2)
+                    .reshape(g * width, -1)
+                    .index_select(0, h["out_slots"])
+                )
+                self._write_back(flat_b, h["write_b"], outgoing, d)
+            sel.d = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
+            return
+        d_full = self._seeded(FACTOR_B, t, slots, width, generator_device)
+        sel.d = d_full.narrow(2, *self.layout.m_rows).to(device=self.device, dtype=self.dtype)
+
+    def _write_back(
+        self, flat: torch.Tensor, index: torch.Tensor, outgoing: torch.Tensor, d: Decision
+    ) -> None:
+        """Outgoing vectors into their pool entries (deferred for CPU-offloaded pools)."""
+        defer = self.options.pool_offload_cpu and not d.write_now
+        self.pool_writes.write(flat, index, outgoing, defer)
 
     def _seeded(
-        self, t: int, slots: int, width: int, generator_device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[G, K, n] and [G, K, m] seeded candidates (the first K of each layer's `slots` draws)."""
+        self, factor: int, t: int, slots: int, width: int, generator_device: torch.device
+    ) -> torch.Tensor:
+        """[G, K, n] (A) or [G, K, m] (B) seeded candidates: the first K of each layer's
+        `slots` draws."""
         lay, o = self.layout, self.options
         bound_a, bound_b = init_bounds(lay.m, lay.n, self.rank, o.init)
-        c_rows, d_rows = [], []
-        for st in self.states:
-            c_rows.append(
+        length, bound = (lay.n, bound_a) if factor == FACTOR_A else (lay.m, bound_b)
+        return torch.stack(
+            [
                 seeded_candidates(
-                    o.seed, st.index, FACTOR_A, t, slots, lay.n, bound_a, generator_device
+                    o.seed, st.index, factor, t, slots, length, bound, generator_device
                 )[:width]
-            )
-            d_rows.append(
-                seeded_candidates(
-                    o.seed, st.index, FACTOR_B, t, slots, lay.m, bound_b, generator_device
-                )[:width]
-            )
-        return torch.stack(c_rows), torch.stack(d_rows)
+                for st in self.states
+            ]
+        )
 
     def take_gathered(self, sel: Selected, full: list[torch.Tensor]) -> None:
         """Full-width rows gathered by the controller for `sel.to_gather` ([rows, n] each)."""
@@ -352,6 +372,7 @@ class SwitchGroup:
 
         Needs no gathered rows, so it runs while the row all-gather is in flight.
         """
+        assert sel.d is not None and sel.b_sel is not None and sel.b_local is not None
         width = d.slots
         bufs = self.buffers(width)
         active = bufs.active
@@ -372,7 +393,7 @@ class SwitchGroup:
     @torch.no_grad()
     def write_w(self, d: Decision, sel: Selected) -> None:
         """W += s [b_i, (b_j - d_j) act] [(a_i - c_i) act; a_j] for every layer."""
-        assert sel.a_rows is not None and sel.c_full is not None
+        assert sel.a_rows is not None and sel.c_full is not None and sel.b_sel is not None
         width = d.slots
         bufs = self.buffers(width)
         right, left = sel.a_rows, sel.b_sel
