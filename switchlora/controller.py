@@ -6,13 +6,14 @@ from options.seed only, consumed in a fixed order, so every rank decides identic
 
 - decision generator (seed, DECISION_STREAM): per step, per layer in dict order, exactly
   one `random()` for the stochastic rounding of r / interval(t) (also for layers that cannot
-  switch). k = min(that, the spec's pointer cap, K_max).
+  switch). k = min(that, the pointer cap of schedule.switch_cap, K_max).
 - choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer in
   dict order, one `choice(free, k, replace=False)` for A, then one for B.
 
-Layers of equal local shape switch together (:mod:`switchlora.switch_group`); all index
-tensors of a step reach the device in one copy; column-sharded A rows are all-gathered once
-per step for every layer. The counterparts' optimizer state is reset in the optimizer's
+Layers of equal local shape switch together (:mod:`switchlora.switch_group`); the pool and
+optimizer indices of a step reach the device in one copy, each group's positions and mask in
+one more (none on CPU, where they share memory with the host arrays); column-sharded A rows
+are all-gathered once per step for every layer, while the B side is read and written. The counterparts' optimizer state is reset in the optimizer's
 stacked banks, and the frozen vectors are handed to the optimizer, which zeroes their
 gradients in its stacked update (the parameters' own .grad is left as backward made it).
 """

@@ -14,7 +14,8 @@ class AdapterLinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank product s * B @ A.
 
     The forward holds no switching logic and no Python state that changes between steps:
-    switching edits the tensors in place between optimizer steps (see switchlora.kernel).
+    switching edits the tensors in place between optimizer steps (see switchlora.controller
+    and switchlora.switch_group).
     """
 
     def __init__(self, base: nn.Linear, rank: int, scale: float) -> None:

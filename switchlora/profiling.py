@@ -13,7 +13,7 @@ import torch
 
 RANGES = ("decide", "read", "gather", "write", "w_update", "reset")
 """Parts of a switch step: host decisions and the index transfer; old vectors, pool write-back
-and candidates; the all-gather of full A rows; the writes (W corrections and new vectors);
+and candidates; the wait for the all-gather of full A rows; the writes (W corrections and new vectors);
 the W corrections alone (inside "write": one pass over every local W, the memory-bound
 floor of any switch); the optimizer state resets of the counterparts."""
 

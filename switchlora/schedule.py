@@ -48,12 +48,13 @@ def max_slots(rank: int, interval0: float) -> int:
 
 
 def switch_cap(p_a: int, p_b: int, frozen_a: int, frozen_b: int, rank: int) -> int:
-    """k_max = min((pA - fA - pB) mod r, (pB - fB - pA) mod r) (the spec's cap, section 2)."""
+    """k_max = min((pA - fA - pB) mod r, (pB - fB - pA) mod r): the switching windows of A and B
+    never reach a frozen vector (the cap of the paper's code)."""
     return min((p_a - frozen_a - p_b) % rank, (p_b - frozen_b - p_a) % rank)
 
 
 def check_interval(interval_t: float, freeze_steps: int) -> None:
-    """The spec's guard: a switch interval below 2N would switch vectors that are still frozen."""
+    """A switch interval below 2N would switch vectors that are still frozen: refuse it."""
     if interval_t < 2 * freeze_steps:
         raise ValueError(
             f"switch interval {interval_t:g} is below 2 * freeze_steps = {2 * freeze_steps}"

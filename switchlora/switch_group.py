@@ -10,7 +10,7 @@ for all layers at once, and then each switching layer gets exactly three in-plac
 nothing to W and write the old vectors back; a layer with k = 0 is not touched at all (late
 in a run most layers switch on few steps, and their W is never read).
 
-Step t of a group (spec section 2; K = the largest k in the group):
+Step t of a group (K = the largest k in the group):
 
 1. :meth:`SwitchGroup.decide`: k per layer (capped), positions idx_a / idx_b [G, K],
    counterpart freezes, pointer advance.
@@ -19,7 +19,8 @@ Step t of a group (spec section 2; K = the largest k in the group):
    outgoing rows, then the incoming rows.
 4. (column-sharded A) the controller starts one all-gather of full rows for every group;
    while it runs: :meth:`SwitchGroup.read_b` (the same for B columns),
-5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns, and the optimizer resets;
+5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns (the controller then resets
+   the counterparts' optimizer state);
    then :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j].
 """
 
@@ -198,7 +199,7 @@ class SwitchGroup:
 
     # ------------------------------------------------------------------ host
     def decide(self, k_wanted: np.ndarray, slots: int) -> Decision:
-        """k per layer (capped as the spec says), positions, freezes, pointer advance."""
+        """k per layer (capped by schedule.switch_cap and K_max), positions, freezes, pointer advance."""
         o, c, r = self.options, self.counters, self.rank
         f_a = (c.frz_a > 0).sum(axis=1)
         f_b = (c.frz_b > 0).sum(axis=1)

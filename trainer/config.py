@@ -40,7 +40,7 @@ class Job:
 @dataclass
 class Model:
     flavor: str = "tiny"
-    """Named model size from trainer/model_flavors.py (tiny, small, 60m, 130m, 250m, 350m, 1b, 7b, ...)."""
+    """Named model size from trainer/model/flavors.py (tiny, small, 60m, 130m, 250m, 350m, 1b, 7b, ...)."""
     dim: int | None = None
     """Hidden size; None keeps the flavour's value."""
     n_layers: int | None = None
