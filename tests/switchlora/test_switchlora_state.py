@@ -33,8 +33,12 @@ def _train(model, opt, ctrl, steps):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"pool_choice": "random", "freeze_steps": 2}, {"candidate_source": "seeded"}],
-    ids=["pool-random", "seeded"],
+    [
+        {"pool_choice": "random", "freeze_steps": 2},
+        {"candidate_source": "seeded"},
+        {"pool_offload_cpu": True, "freeze_steps": 2},  # deferred write-backs are saved too
+    ],
+    ids=["pool-random", "seeded", "pool-offloaded"],
 )
 def test_round_trip_continues_identically(overrides):
     opts = make_options(**overrides)
@@ -56,6 +60,8 @@ def test_round_trip_continues_identically(overrides):
     params2 = dict(model2.named_parameters())
     for name, param in model.named_parameters():
         torch.testing.assert_close(params2[name], param, rtol=0, atol=0, msg=name)
+    ctrl.flush_pools()
+    ctrl2.flush_pools()
     for st, st2 in zip(ctrl.layers, ctrl2.layers):
         assert (st.p_a, st.p_b) == (st2.p_a, st2.p_b)
         assert torch.equal(st.frz_a, st2.frz_a) and torch.equal(st.frz_b, st2.frz_b)
