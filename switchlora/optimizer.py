@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 
 from switchlora.layer import AdapterLinear
 from switchlora.sharding import local, local_range
-from switchlora.vector_bank import VectorBank, bank_key, bias_correction, build_bank
+from switchlora.vector_bank import VectorBank, bank_key, build_bank, vector_adamw_
 
 KINDS = ("dense", "lora_A", "lora_B")
 
@@ -184,8 +184,8 @@ def _zero_step(param: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.zeros(1, param.shape[1], dtype=torch.float32, device=device)
 
 
-def _moments(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> tuple:
-    """Decay the param, update both moments in place; returns local (param, exp_avg, exp_avg_sq)."""
+def _dense_update(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    """torch.optim.AdamW's single-tensor update (same op order, scalar step on the host)."""
     param, grad = local(p), local(p.grad)
     exp_avg, exp_avg_sq = local(state["exp_avg"]), local(state["exp_avg_sq"])
     beta1, beta2 = group["betas"]
@@ -193,13 +193,6 @@ def _moments(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> t
         param.mul_(1 - group["lr"] * group["weight_decay"])
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    return param, exp_avg, exp_avg_sq
-
-
-def _dense_update(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-    """torch.optim.AdamW's single-tensor update (same op order, scalar step on the host)."""
-    param, exp_avg, exp_avg_sq = _moments(p, state, group)
-    beta1, beta2 = group["betas"]
     state["step"] += 1
     step = float(state["step"].item())
     bias_correction1 = 1 - beta1**step
@@ -212,18 +205,18 @@ def _dense_update(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any])
 def _vector_update(
     p: torch.Tensor, state: dict[str, Any], group: dict[str, Any], kind: str
 ) -> None:
-    """AdamW with bias correction from per-row (A) or per-column (B) step counts."""
-    param, exp_avg, exp_avg_sq = _moments(p, state, group)
-    beta1, beta2 = group["betas"]
+    """AdamW of one LoRA factor with per-row (A) or per-column (B) step counts."""
     steps = state["step"]
-    steps.add_(1)
-    if kind == "lora_A":
-        start, length = local_range(p, 0)
-        steps = steps.narrow(0, start, length)
-    bias_correction1 = bias_correction(steps, beta1)
-    bias_correction2 = bias_correction(steps, beta2)
-    denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(group["eps"])
-    param.sub_(exp_avg / denom * (group["lr"] / bias_correction1))
+    local_steps = steps.narrow(0, *local_range(p, 0)) if kind == "lora_A" else steps
+    vector_adamw_(
+        [local(p)],
+        local(p.grad).unsqueeze(0),
+        local(state["exp_avg"]).unsqueeze(0),
+        local(state["exp_avg_sq"]).unsqueeze(0),
+        steps,
+        local_steps.unsqueeze(0),
+        group,
+    )
 
 
 def param_groups(model: nn.Module, layers: dict[str, AdapterLinear]) -> list[dict[str, Any]]:

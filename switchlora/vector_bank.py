@@ -86,8 +86,6 @@ class VectorBank:
     @torch.no_grad()
     def update(self, group: dict[str, Any]) -> None:
         """One AdamW step of every parameter (all have gradients) with per-vector bias correction."""
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
         params = [local(p) for p in self.params]
         grads = [local(p.grad) for p in self.params]
         if self.kind == "lora_B":  # vector-major, like the moments
@@ -96,17 +94,10 @@ class VectorBank:
         if self.frozen is not None:
             _zero_rows(grad.unsqueeze(0), self.frozen.moment)
             self.frozen = None
-        if group["weight_decay"] != 0:
-            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        exp_avg, exp_avg_sq = self.moments[0], self.moments[1]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        self.steps.add_(1)
-        steps = self.steps.narrow(1, *self.rows).unsqueeze(2)
-        bias_correction1 = bias_correction(steps, beta1)
-        bias_correction2 = bias_correction(steps, beta2)
-        denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(group["eps"])
-        torch._foreach_sub_(params, (exp_avg / denom * (lr / bias_correction1)).unbind(0))
+        local_steps = self.steps.narrow(1, *self.rows).unsqueeze(2)
+        vector_adamw_(
+            params, grad, self.moments[0], self.moments[1], self.steps, local_steps, group
+        )
 
     @torch.no_grad()
     def zero_frozen_grads(self) -> None:
@@ -127,6 +118,34 @@ def _zero_rows(stacked: torch.Tensor, flat: torch.Tensor) -> None:
         return
     lead, g, rows, length = stacked.shape
     stacked.view(lead, g * rows, length).index_fill_(1, flat, 0.0)
+
+
+def vector_adamw_(
+    params: list[torch.Tensor],
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    steps: torch.Tensor,
+    local_steps: torch.Tensor,
+    group: dict[str, Any],
+) -> None:
+    """One AdamW step of G parameters from stacked tensors, bias-corrected per vector.
+
+    grad, exp_avg, exp_avg_sq: [G, ...] laid out like `params` (local data, G of them);
+    steps: the step counts, all advanced by 1; local_steps: a view of them that broadcasts
+    against the moments (the counts of this rank's vectors).
+    """
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    if group["weight_decay"] != 0:
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    steps.add_(1)
+    bias_correction1 = bias_correction(local_steps, beta1)
+    bias_correction2 = bias_correction(local_steps, beta2)
+    denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(group["eps"])
+    torch._foreach_sub_(params, (exp_avg / denom * (lr / bias_correction1)).unbind(0))
 
 
 def bias_correction(steps: torch.Tensor, beta: float) -> torch.Tensor:
