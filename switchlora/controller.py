@@ -13,14 +13,14 @@ from options.seed only, consumed in a fixed order, so every rank decides identic
 Layers of equal local shape switch together (:mod:`switchlora.switch_group`); the pool and
 optimizer indices of a step reach the device in one copy, each group's positions and mask in
 one more (none on CPU, where they share memory with the host arrays); column-sharded A rows
-are all-gathered once per step for every layer, while the B side is read and written. The counterparts' optimizer state is reset in the optimizer's
-stacked banks, and the frozen vectors are handed to the optimizer, which zeroes their
-gradients in its stacked update (the parameters' own .grad is left as backward made it).
+are all-gathered once per step for every layer, while the B side is read and written. The
+counterparts' optimizer state is reset in the optimizer's stacked banks, and the frozen
+vectors are handed to the optimizer, which zeroes their gradients in its stacked update (the
+parameters' own .grad is left as backward made it).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -207,9 +207,8 @@ class SwitchController:
         """Host decisions of every group, queued and sent to the device in one copy."""
         o = self.options
         expected = schedule.expected_switches(o.rank, interval_t)
-        low = math.floor(expected)
-        draws = self.decision_rng.random(len(self.layers))  # one draw per layer, dict order
-        k_all = low + (draws < expected - low).astype(np.int64)
+        # one draw per layer, in dict order
+        k_all = schedule.stochastic_round_many(expected, len(self.layers), self.decision_rng)
         if force_k is not None:
             k_all[:] = force_k
         decisions = [g.decide(k_all[g.layer_ids], self.slots) for g in self.groups]

@@ -32,10 +32,17 @@ def expected_switches(rank: int, interval_t: float) -> float:
     return rank / interval_t
 
 
+def stochastic_round_many(x: float, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` independent stochastic roundings of x ([count] int64): floor(x) plus 1 with
+    probability frac(x). Consumes exactly `count` rng.random() draws, the same stream as
+    `count` calls of :func:`stochastic_round`."""
+    low = math.floor(x)
+    return low + (rng.random(count) < x - low).astype(np.int64)
+
+
 def stochastic_round(x: float, rng: np.random.Generator) -> int:
     """floor(x) plus 1 with probability frac(x); consumes exactly one rng.random() draw."""
-    low = math.floor(x)
-    return int(low) + int(rng.random() < x - low)
+    return int(stochastic_round_many(x, 1, rng)[0])
 
 
 def max_slots(rank: int, interval0: float) -> int:
