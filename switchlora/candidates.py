@@ -86,8 +86,8 @@ def sequential_choice(
 
     use [G, r] (updated in place), nexts [G] ring pointers, positions [G, K], active [G, K]
     (the first k_g slots of row g), size C, `switching` np.nonzero(active) if already known.
-    Returns (old, new, nexts after): old [G, K] the
-    released entries (-1 on inactive slots), new [G, K] the incoming ones (0 on inactive slots).
+    Returns (old, new, nexts after): old [G, K] the released entries (-1 on inactive slots),
+    new [G, K] the incoming ones (0 on inactive slots).
     """
     layer, slot = np.nonzero(active) if switching is None else switching
     old = np.full(positions.shape, -1, np.int64)

@@ -115,15 +115,6 @@ class LayerSwitchState:
         """frz_host_b as a CPU tensor (shares memory)."""
         return torch.from_numpy(self.frz_host_b)
 
-    @property
-    def device(self) -> torch.device:
-        """Device of the local parameter shards."""
-        return local(self.layer.lora_A).device
-
-    def frozen_counts(self) -> tuple[int, int]:
-        """(f_A, f_B): A rows and B columns frozen right now."""
-        return int((self.frz_host_a > 0).sum()), int((self.frz_host_b > 0).sum())
-
     def pool_dtensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pools as DTensors on the layer's mesh (plain tensors single-process)."""
         assert self.pool_a is not None and self.pool_b is not None

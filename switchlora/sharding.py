@@ -101,13 +101,15 @@ def copy_full_(dst: torch.Tensor, full: torch.Tensor) -> None:
 class PendingRows:
     """An all-gather of rows in flight; :meth:`wait` returns the full rows."""
 
-    def __init__(self, work: Any, gathered: torch.Tensor, shapes: list[tuple[int, int]]) -> None:
-        self._work, self._gathered, self._shapes = work, gathered, shapes
+    def __init__(
+        self, work: Any, gathered: torch.Tensor, ranks: int, shapes: list[tuple[int, int]]
+    ) -> None:
+        self._work, self._gathered, self._ranks, self._shapes = work, gathered, ranks, shapes
 
     def wait(self) -> list[torch.Tensor]:
         """Full rows [k_i, n_i] of every input, in order."""
         self._work.wait()
-        ranks = self._gathered.numel() // sum(rows * cols for rows, cols in self._shapes)
+        ranks = self._ranks
         per_rank = self._gathered.view(ranks, -1)
         out, offset = [], 0
         for rows, cols in self._shapes:
@@ -130,7 +132,7 @@ def start_gather_rows(local_rows: list[torch.Tensor], like: DTensor) -> PendingR
     gathered = flat.new_empty(ranks * flat.numel())
     all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     work = all_gather(gathered, flat, group=mesh.get_group(mesh.ndim - 1), async_op=True)
-    return PendingRows(work, gathered, [tuple(t.shape) for t in local_rows])
+    return PendingRows(work, gathered, ranks, [tuple(t.shape) for t in local_rows])
 
 
 def as_sharded_like(

@@ -68,6 +68,9 @@ class Decision:
     switching: tuple[np.ndarray, np.ndarray]
     """(layer, slot) of every active slot (np.nonzero(active), layer-major)."""
 
+    rows: list[int]
+    """Layers (rows of the group) that switch this step: only they touch their tensors."""
+
     old_a: np.ndarray | None = None
     """[G, K] pool entries released by A (pool source; inactive slots: -1)."""
 
@@ -81,16 +84,16 @@ class Decision:
     """[G, K] pool entries coming into B."""
 
     handles: dict[str, int] | None = None
-    """IndexPack handles of the device index tensors."""
+    """IndexPack handles of the pool index tensors."""
+
+    def indices(self, pack: IndexPack) -> dict[str, torch.Tensor]:
+        """The pool index tensors by name (after pack.send())."""
+        assert self.handles is not None
+        return {name: pack.get(handle) for name, handle in self.handles.items()}
 
     write_now: bool = False
     """An entry released this step is read back this step: the pool write-back of an
     offloaded pool cannot wait (see switchlora.pool_writes)."""
-
-    @property
-    def rows(self) -> list[int]:
-        """Layers (rows of the group) that switch this step: only they touch their tensors."""
-        return np.flatnonzero(self.k).tolist()
 
     @property
     def slots(self) -> int:
@@ -215,7 +218,7 @@ class SwitchGroup:
         c.frz_a[layer, idx_b[layer, slot]] = o.freeze_steps
         c.p_a[:] = (c.p_a + k) % r
         c.p_b[:] = (c.p_b + k) % r
-        return Decision(k, idx_a, idx_b, active, (layer, slot))
+        return Decision(k, idx_a, idx_b, active, (layer, slot), np.flatnonzero(k).tolist())
 
     def choose_sequential(self, d: Decision) -> None:
         """Sequential pool walk for every layer at once (the next k entries of each ring)."""
@@ -263,8 +266,7 @@ class SwitchGroup:
         """Old A rows, their pool write-back, incoming A rows (step 3 of the module doc, A side:
         what the row all-gather needs, so that it can start before the B side is read)."""
         lay = self.layout
-        assert d.handles is not None
-        h = {name: pack.get(handle) for name, handle in d.handles.items()}
+        h = d.indices(pack)
         g, width, rows = len(self.states), d.slots, d.rows
         if lay.a_mode != "plain":
             _require_sharded(self.a_params, self.states)
@@ -312,8 +314,7 @@ class SwitchGroup:
         generator_device: torch.device,
     ) -> None:
         """Old B columns, their pool write-back, incoming B columns (step 3, B side)."""
-        assert d.handles is not None
-        h = {name: pack.get(handle) for name, handle in d.handles.items()}
+        h = d.indices(pack)
         g, width = len(self.states), d.slots
         bufs = self.buffers(width)
         sel.b_local = [_data(b) for b in self.b_params]
@@ -458,7 +459,7 @@ def _pool_storage(
 
 def _pool_index(pack: IndexPack, pool: torch.Tensor, values: np.ndarray) -> int:
     """Queue an index into `pool`: on the pool's device (CPU pools: a host tensor)."""
-    if pool.device == pack.device or pool.device.type == "cpu" and pack.device.type == "cpu":
+    if pool.device == pack.device:
         return pack.add(values)
     return pack.add_host(values)
 
