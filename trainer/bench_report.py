@@ -91,8 +91,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     ]
     split_rows = [
         "| method | precision | layout | switch ms | decide | read | gather | write | "
-        "of which W update | reset | W update share of step |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "of which W update | reset | W update share of step | W pass floor | "
+        "floor share of step | W update / floor |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         comm = r["comm_per_step"]
@@ -121,8 +122,12 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         split = r.get("switch_breakdown_s")
         if split:
             ms = " | ".join(f"{split[name] * 1e3:.2f}" for name in RANGES)
+            floor = r.get("w_pass_floor_s")
             split_rows.append(
-                f"{key} {r['hook_s'] * 1e3:.2f} | {ms} | {split['w_update'] / r['step_s']:.2%} |"
+                f"{key} {r['hook_s'] * 1e3:.2f} | {ms} | {split['w_update'] / r['step_s']:.2%} | "
+                f"{_fmt(None if floor is None else floor * 1e3, '.2f')} | "
+                f"{_fmt(None if floor is None else floor / r['step_s'], '.2%')} | "
+                f"{_fmt(split['w_update'] / floor if floor else None, '.2f')} |"
             )
     tables = [time_rows, comm_rows, mem_rows] + ([split_rows] if len(split_rows) > 2 else [])
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"

@@ -23,6 +23,7 @@ from torch._dynamo.utils import counters
 
 from parallel.comm_stats import KINDS, CommCounter
 from switchlora.profiling import RANGES, switch_timings
+from switchlora.sharding import local
 from trainer.bench_memory import (
     gradient_bytes,
     optimizer_bytes,
@@ -139,6 +140,42 @@ def switch_breakdown(tr: Trainer, batches: Any, steps: int) -> dict[str, float]:
     return dict(zip(RANGES, _max_over_ranks(medians, device)))
 
 
+FLOOR_STEPS = 4
+"""Extra steps in which the floor of the switch's W pass is timed (see :func:`w_pass_floor`)."""
+
+
+def w_pass_floor(tr: Trainer, batches: Any, steps: int) -> float:
+    """Median seconds of one in-place streaming pass over every adapted W held by this rank.
+
+    Any switch that keeps the layer output unchanged must read and write every switching
+    layer's W once (W += s L R), so this pass, run where the switch runs (after backward and
+    clipping, before the switch itself), is the memory-bandwidth floor of the W update: W is
+    multiplied by 1.0 in place, which reads and writes every element and changes no value.
+    Timed over ``steps`` further training steps; maximum over ranks.
+    """
+    controller = tr.method.stateful["switch"]
+    weights = [local(w) for group in controller.groups for w in group.w_params]
+    device = tr.info.device
+    seconds: list[float] = []
+    switch = tr.method.before_optimizer_step
+
+    def timed_floor_then_switch(step: int) -> Any:
+        _sync(device)
+        start = time.perf_counter()
+        torch._foreach_mul_(weights, 1.0)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+        return switch(step)
+
+    tr.method.before_optimizer_step = timed_floor_then_switch
+    try:
+        for _ in range(steps):
+            train_step(tr, [next(batches) for _ in range(tr.grad_accum)])
+    finally:
+        tr.method.before_optimizer_step = switch
+    return _max_over_ranks([statistics.median(seconds)], device)[0]
+
+
 def _dynamo_totals() -> tuple[int, int]:
     """(graphs compiled, graph breaks) so far in this process."""
     return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
@@ -201,7 +238,9 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         switched += metrics.get("switch/vectors_switched", 0.0)
     totals = comm.snapshot()
     graphs2, breaks2 = _dynamo_totals()
-    breakdown = switch_breakdown(tr, it, BREAKDOWN_STEPS) if "switch" in tr.method.stateful else {}
+    switching = "switch" in tr.method.stateful
+    breakdown = switch_breakdown(tr, it, BREAKDOWN_STEPS) if switching else {}
+    floor_s = w_pass_floor(tr, it, FLOOR_STEPS) if switching else None
     if dist.is_initialized():
         dist.all_reduce(loss)  # each rank holds its share of the global mean
     # Per-step hook time: before + after hooks of one step.
@@ -239,6 +278,7 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         "hook_cpu_share": hook_cpu_s / cpu_s,
         "vectors_switched_per_step": switched / steps,
         "switch_breakdown_s": breakdown,
+        "w_pass_floor_s": floor_s,
         "final_loss": float(loss),
         "params": n_params,
         "trainable_params": n_trainable,

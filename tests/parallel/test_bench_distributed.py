@@ -84,6 +84,7 @@ def test_reduce_bytes_ratio_is_trainable_fraction(bench, layout):
     assert list(split) == list(RANGES) and full["switch_breakdown_s"] == {}
     assert 0 < split["w_update"] <= split["write"] and split["decide"] > 0
     assert (split["gather"] > 0) == (layout == "fsdp")  # full A rows: only when A is sharded
+    assert switch["w_pass_floor_s"] > 0 and full["w_pass_floor_s"] is None
     kind = "reduce_scatter" if layout == "fsdp" else "all_reduce"
     other = "all_reduce" if layout == "fsdp" else "reduce_scatter"
     for run in (full, switch):
