@@ -155,6 +155,9 @@ def run_in_process(args: argparse.Namespace, overrides: list[str]) -> None:
                     f"{result['step_s'] * 1e3:.1f} ms/step, hook {result['hook_s'] * 1e3:.2f} ms"
                 )
                 print(f"{case.name}: {summary}", flush=True)
+                # the cases so far, in case a time limit stops the run before the end
+                partial = [combine_rounds(r) for r in rounds.values()]
+                write_outputs(Path(args.out), meta(args, overrides, world), partial, quiet=True)
     results = [combine_rounds(r) for r in rounds.values()]
     if rank == 0:
         write_outputs(Path(args.out), meta(args, overrides, world), results, args.quiet)

@@ -33,7 +33,13 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
     """Add ``vs_full`` (and ``vs_lora``) ratios against the full-rank (LoRA) result of the
-    same precision and layout."""
+    same precision and layout, and ``vs_bf16`` (step time against the same method and layout
+    in bf16: below 1 is a float8 speed-up)."""
+    bf16 = {(r["method"], r["layout"]): r for r in results if r["precision"] == "bf16"}
+    for r in results:
+        other = bf16.get((r["method"], r["layout"]))
+        if other is not None and other is not r:
+            r["vs_bf16"] = {"step_time": r["step_s"] / other["step_s"]}
     full = {(r["precision"], r["layout"]): r for r in results if r["method"] == "full"}
     lora = {(r["precision"], r["layout"]): r for r in results if r["method"] == "lora"}
     for r in results:
@@ -75,9 +81,9 @@ def _mib(value: float) -> str:
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """Three markdown tables: time, communication, then memory and compile counters."""
     time_rows = [
-        "| method | precision | layout | tokens/s | step ms | vs full | vs LoRA | CPU s/step "
-        "| CPU vs LoRA | switch ms | switch share | switch CPU share | vectors/step |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | precision | layout | tokens/s | step ms | vs full | vs LoRA | vs bf16 | "
+        "CPU s/step | CPU vs LoRA | switch ms | switch share | switch CPU share | vectors/step |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     comm_rows = [
         "| method | precision | layout | all-gather MiB/step | reduce-scatter MiB/step | "
@@ -102,7 +108,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         time_rows.append(
             f"{key} {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.1f} | "
             f"{_fmt(vs.get('step_time'), '.3f')} | {_fmt(vl.get('step_time'), '.3f')} | "
-            f"{r['cpu_s_per_step']:.3f} | {_fmt(vl.get('cpu_time'), '.3f')} | "
+            f"{_fmt(r.get('vs_bf16', {}).get('step_time'), '.3f')} | {r['cpu_s_per_step']:.3f} | {_fmt(vl.get('cpu_time'), '.3f')} | "
             f"{r['hook_s'] * 1e3:.2f} | {r['hook_share']:.2%} | {r['hook_cpu_share']:.2%} | "
             f"{r['vectors_switched_per_step']:.0f} |"
         )

@@ -36,8 +36,8 @@ class ReferenceSwitchLoRA:
             r = self.r
             st = {"ptrA": 0, "ptrB": r // 2, "frzA": [0] * r, "frzB": [0] * r}
             if opts.candidate_source == "pool":
-                pool_a = pools[name]["pool_A"].clone()
-                pool_b = pools[name]["pool_B"].clone()
+                pool_a = pools[name]["pool_A"].clone().to(layer.lora_A.device)
+                pool_b = pools[name]["pool_B"].clone().to(layer.lora_A.device)
                 c = pool_a.shape[0]
                 # A0 = the last r entries; B rotated so that position r//2 holds entry C - r
                 st.update(
@@ -105,8 +105,12 @@ class ReferenceSwitchLoRA:
             else:
                 slots = max_slots(r, opts.interval0)
                 bound_a, bound_b = init_bounds(m, n, r, opts.init)
-                ca = seeded_candidates(opts.seed, index, FACTOR_A, t, slots, n, bound_a)
-                cb = seeded_candidates(opts.seed, index, FACTOR_B, t, slots, m, bound_b)
+                ca = seeded_candidates(opts.seed, index, FACTOR_A, t, slots, n, bound_a).to(
+                    w.device
+                )
+                cb = seeded_candidates(opts.seed, index, FACTOR_B, t, slots, m, bound_b).to(
+                    w.device
+                )
                 new_a, new_b = list(ca[:k]), list(cb[:k])
             just_set_a, just_set_b = set(), set()
             for i, c in zip(ia, new_a):
@@ -183,9 +187,16 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_library_matches_reference(case):
+    compare_with_reference(case, torch.device("cpu"))
+
+
+def compare_with_reference(case: str, device: torch.device) -> None:
+    """30 steps of the library and of the reference side by side on `device` (the model is
+    built and initialised on the CPU, then moved; candidates are drawn on the CPU)."""
     opts = make_options(**CASES[case])
     model, layers = build(opts)
     pools = init_model_(model, layers, opts)
+    model.to(device)
     ref_model = clone_model(model)
     ref_layers = {name: ref_model.get_submodule(name) for name in layers}
     ref = ReferenceSwitchLoRA(ref_model, ref_layers, opts, pools)
@@ -195,7 +206,7 @@ def test_library_matches_reference(case):
     ctrl.init_state(pools)
     switched = frozen_seen = 0
     for t in range(STEPS):
-        tokens = batch(t)
+        tokens = batch(t).to(device)
         loss = loss_of(model, tokens)
         ref_loss = loss_of(ref_model, tokens)
         torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
