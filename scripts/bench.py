@@ -37,7 +37,14 @@ from parallel.comm_stats import CommCounter  # noqa: E402
 from parallel.distributed import init_distributed, shutdown  # noqa: E402
 from trainer.bench_counts import traffic_saving  # noqa: E402
 from trainer.bench_report import add_ratios, combine_rounds, markdown_table  # noqa: E402
-from trainer.bench_run import LAYOUTS, PRECISIONS, Case, case_flags, run_case  # noqa: E402
+from trainer.bench_run import (  # noqa: E402
+    LAYOUTS,
+    PRECISIONS,
+    Case,
+    case_flags,
+    run_case,
+    run_cases_interleaved,
+)
 from trainer.cli import parse_config  # noqa: E402
 from trainer.config import Method  # noqa: E402
 
@@ -72,6 +79,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--nproc", type=int, default=0, help="start torchrun with N processes")
     p.add_argument("--isolate", action="store_true", help="with --nproc: one torchrun per case")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="build every case in the same processes, then step them in turn, one measured "
+        "step each (drift of a shared host falls on every case alike; no per-case peak memory)",
+    )
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # isolated children
     p.add_argument(
         "--counts",
@@ -135,29 +148,46 @@ def run_in_process(args: argparse.Namespace, overrides: list[str]) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rounds: dict[Case, list[dict]] = {}
     rank = 0
-    with CommCounter() as comm:
-        for case in cases_of(args) * args.rounds:
-            flags = case_flags(case, world)
-            cfg = parse_config(["--config", args.config, *overrides, *flags])
-            info = init_distributed(
-                cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard
+
+    def setup(case: Case) -> tuple:
+        cfg = parse_config(["--config", args.config, *overrides, *case_flags(case, world)])
+        info = init_distributed(
+            cfg.parallel.backend, cfg.parallel.dp_replicate, cfg.parallel.dp_shard
+        )
+        return cfg, info, case
+
+    def record(case: Case, result: dict) -> None:
+        rounds.setdefault(case, []).append(result)
+        if rank == 0:
+            summary = result.get("error") or (
+                f"{result['step_s'] * 1e3:.1f} ms/step, hook {result['hook_s'] * 1e3:.2f} ms"
             )
-            rank = info.rank
+            print(f"{case.name}: {summary}", flush=True)
+            # the cases so far, in case a time limit stops the run before the end
+            partial = [combine_rounds(r) for r in rounds.values()]
+            write_outputs(Path(args.out), meta(args, overrides, world), partial, quiet=True)
+
+    with CommCounter() as comm:
+        batches = (
+            [cases_of(args)] * args.rounds
+            if args.interleave
+            else [[case] for case in cases_of(args) * args.rounds]
+        )
+        for batch in batches:
+            setups = [setup(case) for case in batch]
+            rank = setups[0][1].rank
             try:
-                result = run_case(cfg, info, case, args.warmup, args.steps, comm)
+                if args.interleave:
+                    results = run_cases_interleaved(setups, args.warmup, args.steps, comm)
+                else:
+                    results = [run_case(*setups[0], args.warmup, args.steps, comm)]
             except Exception as exc:  # record and go on with the next case
                 if rank == 0:
                     traceback.print_exc()
-                result = {"case": case.name, "error": f"{type(exc).__name__}: {exc}"}
-            rounds.setdefault(case, []).append(result)
-            if rank == 0:
-                summary = result.get("error") or (
-                    f"{result['step_s'] * 1e3:.1f} ms/step, hook {result['hook_s'] * 1e3:.2f} ms"
-                )
-                print(f"{case.name}: {summary}", flush=True)
-                # the cases so far, in case a time limit stops the run before the end
-                partial = [combine_rounds(r) for r in rounds.values()]
-                write_outputs(Path(args.out), meta(args, overrides, world), partial, quiet=True)
+                error = f"{type(exc).__name__}: {exc}"
+                results = [{"case": case.name, "error": error} for case in batch]
+            for case, result in zip(batch, results):
+                record(case, result)
     results = [combine_rounds(r) for r in rounds.values()]
     if rank == 0:
         write_outputs(Path(args.out), meta(args, overrides, world), results, args.quiet)
@@ -208,6 +238,8 @@ def main(argv: list[str]) -> int:
     if args.counts:
         print_counts(args, overrides)
         return 0
+    if args.interleave and args.isolate:
+        raise SystemExit("--interleave runs every case in the same processes: drop --isolate")
     if "WORLD_SIZE" in os.environ or args.nproc <= 0:
         run_in_process(args, overrides)
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from switchlora.profiling import RANGES
@@ -28,7 +29,24 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     best["cpu_s_per_step"] = min(best["rounds_cpu_s"])
     best["hook_cpu_s"] = min(r["hook_cpu_s"] for r in ok)
     best["hook_cpu_share"] = best["hook_cpu_s"] / best["cpu_s_per_step"]
+    if all(r.get("interleaved") for r in ok):  # keep every round's steps, in round order,
+        for series in ("step_s_all", "cpu_s_all"):  # so that pairs across cases stay aligned
+            best[series] = [x for r in ok for x in r[series]]
     return best
+
+
+def time_ratio(r: dict[str, Any], base: dict[str, Any], kind: str) -> float:
+    """Step time (``kind`` "step") or CPU time ("cpu") of ``r`` over that of ``base``.
+
+    Cases measured interleaved ran their i-th steps back to back, so the ratio is the median
+    of the step-by-step ratios (a slow moment of the host falls on both steps of a pair);
+    otherwise it is the ratio of the reported medians.
+    """
+    key, series = ("step_s", "step_s_all") if kind == "step" else ("cpu_s_per_step", "cpu_s_all")
+    a, b = r.get(series), base.get(series)
+    if r.get("interleaved") and base.get("interleaved") and a and b and len(a) == len(b):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return r[key] / base[key]
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
@@ -39,35 +57,35 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
     for r in results:
         other = bf16.get((r["method"], r["layout"]))
         if other is not None and other is not r:
-            r["vs_bf16"] = {"step_time": r["step_s"] / other["step_s"]}
+            r["vs_bf16"] = {"step_time": time_ratio(r, other, "step")}
     full = {(r["precision"], r["layout"]): r for r in results if r["method"] == "full"}
     lora = {(r["precision"], r["layout"]): r for r in results if r["method"] == "lora"}
     for r in results:
         other = lora.get((r["precision"], r["layout"]))
         if other is not None:
             r["vs_lora"] = {
-                "step_time": r["step_s"] / other["step_s"],
-                "cpu_time": r["cpu_s_per_step"] / other["cpu_s_per_step"],
+                "step_time": time_ratio(r, other, "step"),
+                "cpu_time": time_ratio(r, other, "cpu"),
             }
         base = full.get((r["precision"], r["layout"]))
         if base is None:
             continue
         base_reduce = reduce_bytes(base)
         r["vs_full"] = {
-            "step_time": r["step_s"] / base["step_s"],
-            "cpu_time": r["cpu_s_per_step"] / base["cpu_s_per_step"],
+            "step_time": time_ratio(r, base, "step"),
+            "cpu_time": time_ratio(r, base, "cpu"),
             "reduce_bytes": reduce_bytes(r) / base_reduce if base_reduce else None,
             "all_gather_bytes": _ratio(
                 r["comm_per_step"]["all_gather"]["bytes"],
                 base["comm_per_step"]["all_gather"]["bytes"],
             ),
             "trainable_fraction": r["trainable_params"] / base["params"],
-            "peak_memory": r["peak_bytes"] / base["peak_bytes"],
+            "peak_memory": _ratio(r["peak_bytes"], base["peak_bytes"]),
         }
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -119,7 +137,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         )
         mfu = r.get("mfu")
         mem_rows.append(
-            f"{key} {_mib(r['peak_bytes'])} | {_mib(r['param_bytes']['trainable'])} | "
+            f"{key} {_fmt(None if r['peak_bytes'] is None else r['peak_bytes'] / MIB, '.2f')} | {_mib(r['param_bytes']['trainable'])} | "
             f"{_mib(r['param_bytes']['frozen'])} | {_mib(r['grad_bytes'])} | "
             f"{_mib(r['optimizer_bytes'])} | {_mib(r['pool_bytes'])} | "
             f"{_fmt(mfu, '.1%')} | {r['compiled_graphs']} | {r['graph_breaks']} | "

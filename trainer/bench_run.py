@@ -13,15 +13,15 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch._dynamo.utils import counters
 
-from parallel.comm_stats import KINDS, CommCounter
+from parallel.comm_stats import KINDS, CommCounter, Totals
 from switchlora.profiling import RANGES, switch_timings
 from switchlora.sharding import local
 from trainer.bench_memory import (
@@ -197,59 +197,100 @@ def _max_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str, Any]:
-    """Warm up, then measure ``steps`` steps of a built trainer (collectives counted by ``comm``)."""
+@dataclass
+class CaseRun:
+    """One case under measurement: its trainer and what its measured steps recorded."""
+
+    tr: Trainer
+    batches: Iterator[dict[str, torch.Tensor]]
+    hook_times: list[float] = field(default_factory=list)
+    hook_cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    comm: dict[str, Totals] = field(default_factory=lambda: {k: Totals() for k in KINDS})
+    switched: float = 0.0
+    grad_bytes: int = 0
+    compiled_graphs: int = 0
+    graph_breaks: int = 0
+    recompiles_measured: int = 0
+    graph_breaks_measured: int = 0
+    peak: int = 0
+    loss: torch.Tensor | None = None
+
+    def next_step_batches(self) -> list[dict[str, torch.Tensor]]:
+        return [next(self.batches) for _ in range(self.tr.grad_accum)]
+
+
+def start_case(tr: Trainer, warmup: int) -> CaseRun:
+    """Time the method hooks of ``tr`` from now on and run its ``warmup`` steps."""
+    run = CaseRun(tr, iter(tr.data.train))
     device = tr.info.device
-    hook_times: list[float] = []
-    hook_cpu: list[float] = []
     for name in ("before_optimizer_step", "after_optimizer_step"):
         hook = getattr(tr.method, name)
-        setattr(tr.method, name, _timed(hook, device, hook_times, hook_cpu))
-    grads: list[int] = []
+        setattr(tr.method, name, _timed(hook, device, run.hook_times, run.hook_cpu))
+    graphs0, breaks0 = _dynamo_totals()
+    for _ in range(warmup):
+        run.loss, _, _ = train_step(tr, run.next_step_batches())
+    _sync(device)
+    graphs1, breaks1 = _dynamo_totals()
+    run.compiled_graphs, run.graph_breaks = graphs1 - graphs0, breaks1 - breaks0
     inner_before = tr.method.before_optimizer_step
 
     def before_with_grads(step: int) -> Any:
-        if not grads:
-            grads.append(gradient_bytes(tr.model))
+        if not run.grad_bytes:
+            run.grad_bytes = gradient_bytes(tr.model)
         return inner_before(step)
 
-    it = iter(tr.data.train)
-    graphs0, breaks0 = _dynamo_totals()
-    for _ in range(warmup):
-        loss, _, _ = train_step(tr, [next(it) for _ in range(tr.grad_accum)])
-    _sync(device)
-    graphs1, breaks1 = _dynamo_totals()
     tr.method.before_optimizer_step = before_with_grads
-    hook_times.clear()
-    hook_cpu.clear()
+    run.hook_times.clear()
+    run.hook_cpu.clear()
+    return run
+
+
+def measured_step(run: CaseRun, comm: CommCounter) -> None:
+    """One measured training step of a case: wall and CPU time, collectives, peak memory."""
+    tr, device = run.tr, run.tr.info.device
+    batches = run.next_step_batches()
+    graphs0, breaks0 = _dynamo_totals()
     reset_peak(device)
-    switched = 0.0
-    wall: list[float] = []
-    cpu: list[float] = []
     comm.reset()
-    for _ in range(steps):
-        batches = [next(it) for _ in range(tr.grad_accum)]
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        loss, _, metrics = train_step(tr, batches)
-        _sync(device)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
-        switched += metrics.get("switch/vectors_switched", 0.0)
-    totals = comm.snapshot()
-    graphs2, breaks2 = _dynamo_totals()
+    _sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    run.loss, _, metrics = train_step(tr, batches)
+    _sync(device)
+    run.wall.append(time.perf_counter() - start)
+    run.cpu.append(time.process_time() - cpu_start)
+    for kind, totals in comm.snapshot().items():
+        mine = run.comm[kind]
+        mine.calls += totals.calls
+        mine.bytes += totals.bytes
+        mine.wire_bytes += totals.wire_bytes
+    graphs1, breaks1 = _dynamo_totals()
+    run.recompiles_measured += graphs1 - graphs0
+    run.graph_breaks_measured += breaks1 - breaks0
+    run.peak = max(run.peak, peak_bytes(device))
+    run.switched += metrics.get("switch/vectors_switched", 0.0)
+
+
+def finish_case(run: CaseRun) -> dict[str, Any]:
+    """The switch breakdown and floor steps, then the case's figures (maximum over ranks)."""
+    tr, device, steps = run.tr, run.tr.info.device, len(run.wall)
     switching = "switch" in tr.method.stateful
-    breakdown = switch_breakdown(tr, it, BREAKDOWN_STEPS) if switching else {}
-    floor_s = w_pass_floor(tr, it, FLOOR_STEPS) if switching else None
+    breakdown = switch_breakdown(tr, run.batches, BREAKDOWN_STEPS) if switching else {}
+    floor_s = w_pass_floor(tr, run.batches, FLOOR_STEPS) if switching else None
+    loss = run.loss
+    assert loss is not None
     if dist.is_initialized():
         dist.all_reduce(loss)  # each rank holds its share of the global mean
     # Per-step hook time: before + after hooks of one step.
-    per_step_hook = [a + b for a, b in zip(hook_times[0::2], hook_times[1::2])]
-    per_step_hook_cpu = [a + b for a, b in zip(hook_cpu[0::2], hook_cpu[1::2])]
+    per_step_hook = [a + b for a, b in zip(run.hook_times[0::2], run.hook_times[1::2])]
+    per_step_hook_cpu = [a + b for a, b in zip(run.hook_cpu[0::2], run.hook_cpu[1::2])]
+    per_step_hook = per_step_hook[:steps]  # the measured steps only
+    per_step_hook_cpu = per_step_hook_cpu[:steps]
     step_s, cpu_s, hook_s, hook_mean_s, hook_cpu_s = _max_over_ranks(
         [
-            statistics.median(wall),
-            statistics.median(cpu),
+            statistics.median(run.wall),
+            statistics.median(run.cpu),
             statistics.median(per_step_hook),
             statistics.mean(per_step_hook),
             statistics.median(per_step_hook_cpu),
@@ -262,11 +303,12 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
     n_trainable = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
     controller = tr.method.stateful.get("switch")
     peak = peak_flops(device)
-    result: dict[str, Any] = {
+    return {
         "tokens_per_step": tokens,
         "step_s": step_s,
-        "step_s_all": wall,
+        "step_s_all": run.wall,
         "cpu_s_per_step": cpu_s,
+        "cpu_s_all": run.cpu,
         "tokens_per_s": tokens / step_s,
         "mfu": (
             _flops_per_token(tr) * tokens / step_s / (peak * tr.info.world_size) if peak else None
@@ -276,49 +318,72 @@ def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str
         "hook_share": hook_s / step_s,
         "hook_cpu_s": hook_cpu_s,
         "hook_cpu_share": hook_cpu_s / cpu_s,
-        "vectors_switched_per_step": switched / steps,
+        "vectors_switched_per_step": run.switched / steps,
         "switch_breakdown_s": breakdown,
         "w_pass_floor_s": floor_s,
         "final_loss": float(loss),
         "params": n_params,
         "trainable_params": n_trainable,
         "param_bytes": parameter_bytes(tr.model),
-        "grad_bytes": grads[0] if grads else 0,
+        "grad_bytes": run.grad_bytes,
         "optimizer_bytes": optimizer_bytes(tr.method.optimizer),
         "pool_bytes": controller.pool_bytes() if hasattr(controller, "pool_bytes") else 0,
-        "peak_bytes": peak_bytes(device),
+        "peak_bytes": run.peak,
         "comm_per_step": {
             kind: {
-                "calls": totals[kind].calls / steps,
-                "bytes": totals[kind].bytes / steps,
-                "wire_bytes": totals[kind].wire_bytes / steps,
+                "calls": totals.calls / steps,
+                "bytes": totals.bytes / steps,
+                "wire_bytes": totals.wire_bytes / steps,
             }
-            for kind in KINDS
+            for kind, totals in run.comm.items()
         },
-        "compiled_graphs": graphs1 - graphs0,
-        "graph_breaks": breaks2 - breaks0,
-        "recompiles_measured": graphs2 - graphs1,
-        "graph_breaks_measured": breaks2 - breaks1,
+        "compiled_graphs": run.compiled_graphs,
+        "graph_breaks": run.graph_breaks + run.graph_breaks_measured,
+        "recompiles_measured": run.recompiles_measured,
+        "graph_breaks_measured": run.graph_breaks_measured,
     }
-    return result
 
 
-def run_case(
-    cfg: JobConfig, info: Any, case: Case, warmup: int, steps: int, comm: CommCounter
-) -> dict[str, Any]:
-    """Build the trainer for ``cfg`` (already set to ``case``) and measure it."""
+def measure(tr: Trainer, warmup: int, steps: int, comm: CommCounter) -> dict[str, Any]:
+    """Warm up, then measure ``steps`` steps of a built trainer (collectives counted by ``comm``)."""
+    run = start_case(tr, warmup)
+    for _ in range(steps):
+        measured_step(run, comm)
+    return finish_case(run)
+
+
+def measure_interleaved(
+    trainers: list[Trainer], warmup: int, steps: int, comm: CommCounter
+) -> list[dict[str, Any]]:
+    """Warm up every trainer, then step them in turn, one measured step each per round.
+
+    On a host whose speed drifts (shared machines) a slow phase then falls on every case
+    alike, so their ratios hold much better than those of cases measured one after the
+    other. All cases are resident together, so the CUDA peak of a case includes the others'
+    memory (``peak_bytes`` is None).
+    """
+    runs = [start_case(tr, warmup) for tr in trainers]
+    for _ in range(steps):
+        for run in runs:
+            measured_step(run, comm)
+    results = [finish_case(run) for run in runs]
+    for result in results:
+        result["peak_bytes"] = None
+        result["interleaved"] = True
+    return results
+
+
+def _fresh_start(device: torch.device) -> None:
     torch._dynamo.reset()
     counters.clear()
     gc.collect()
-    if info.device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
-    reset_peak(info.device)
-    tr = build_trainer(cfg, info)
-    try:
-        result = measure(tr, warmup, steps, comm)
-    finally:
-        del tr
-        gc.collect()
+    reset_peak(device)
+
+
+def case_record(cfg: JobConfig, info: Any, case: Case, result: dict[str, Any]) -> dict[str, Any]:
+    """A measured result with the case and its setting."""
     return {
         "method": case.method,
         "precision": case.precision,
@@ -330,3 +395,31 @@ def run_case(
         "device": info.device.type,
         **result,
     }
+
+
+def run_case(
+    cfg: JobConfig, info: Any, case: Case, warmup: int, steps: int, comm: CommCounter
+) -> dict[str, Any]:
+    """Build the trainer for ``cfg`` (already set to ``case``) and measure it."""
+    _fresh_start(info.device)
+    tr = build_trainer(cfg, info)
+    try:
+        result = measure(tr, warmup, steps, comm)
+    finally:
+        del tr
+        gc.collect()
+    return case_record(cfg, info, case, result)
+
+
+def run_cases_interleaved(
+    setups: list[tuple[JobConfig, Any, Case]], warmup: int, steps: int, comm: CommCounter
+) -> list[dict[str, Any]]:
+    """Build every case, then measure them with :func:`measure_interleaved`."""
+    _fresh_start(setups[0][1].device)
+    trainers = [build_trainer(cfg, info) for cfg, info, _ in setups]
+    try:
+        results = measure_interleaved(trainers, warmup, steps, comm)
+    finally:
+        del trainers
+        gc.collect()
+    return [case_record(cfg, info, case, r) for (cfg, info, case), r in zip(setups, results)]

@@ -60,6 +60,21 @@ def bench(tmp_path_factory):
             str(out / "float8"),
         ],
     )
+    run_torchrun(
+        ROOT / "scripts/bench.py",
+        [
+            *common,
+            "--methods",
+            "full,switchlora",
+            "--precisions",
+            "fp32",
+            "--layouts",
+            "fsdp,replicate",
+            "--interleave",
+            "--out",
+            str(out / "interleaved"),
+        ],
+    )
     return out
 
 
@@ -139,3 +154,18 @@ def test_bench_counts_match_meta_counts(bench):
     assert counts["trainable_params"] == runs[("switchlora", "fp32", "fsdp")]["trainable_params"]
     assert counts["params"] == runs[("switchlora", "fp32", "fsdp")]["params"]
     assert counts["full_params"] == runs[("full", "fp32", "fsdp")]["params"]
+
+
+@pytest.mark.slow
+def test_interleaved_cases_count_their_own_traffic(bench):
+    """Four cases resident together and stepped in turn: each one's collectives, switch and
+    steps are its own (the same figures as when measured one after the other)."""
+    alone, together = _results(bench / "layouts"), _results(bench / "interleaved")
+    assert together.keys() == alone.keys()
+    for key, run in together.items():
+        assert run["interleaved"] and run["peak_bytes"] is None
+        assert len(run["step_s_all"]) == 2
+        for kind in ("all_gather", "reduce_scatter", "all_reduce"):
+            assert run["comm_per_step"][kind]["bytes"] == alone[key]["comm_per_step"][kind]["bytes"]
+        assert run["vectors_switched_per_step"] == alone[key]["vectors_switched_per_step"]
+        assert run["final_loss"] == pytest.approx(alone[key]["final_loss"], rel=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.bench_report import add_ratios, markdown_table
+from trainer.bench_report import add_ratios, combine_rounds, markdown_table, time_ratio
 
 
 def _result(method: str, precision: str, step_s: float, floor_s: float | None = None) -> dict:
@@ -57,3 +57,28 @@ def test_float8_and_full_rank_ratios():
     assert "| switchlora | float8 | fsdp | 1667 | 600.0 | 0.750 | - | 0.667 |" in table
     # W update (1 ms) against the 0.5 ms floor of one streaming pass
     assert "| 0.50 | 0.06% | 2.00 |" in table
+
+
+def test_interleaved_ratios_pair_the_steps():
+    """A host that slows down mid-run: step-by-step pairs see the true 10%, medians do not."""
+    host = [1.0, 1.0, 1.0, 2.0, 2.0]
+    lora = {**_result("lora", "bf16", 1.0), "interleaved": True}
+    switch = {**_result("switchlora", "bf16", 1.0), "interleaved": True}
+    lora["step_s_all"] = lora["cpu_s_all"] = [h for h in host]
+    switch["step_s_all"] = switch["cpu_s_all"] = [1.1 * h for h in host]
+    lora["step_s"], switch["step_s"] = 1.0, 2.2  # medians of drifting runs
+    assert time_ratio(switch, lora, "step") == pytest.approx(1.1)
+    assert time_ratio(switch, lora, "cpu") == pytest.approx(1.1)
+    del switch["interleaved"]
+    assert time_ratio(switch, lora, "step") == pytest.approx(2.2)
+
+
+def test_interleaved_rounds_keep_all_steps_in_order():
+    rounds = []
+    for step_s in (1.2, 1.0):
+        r = {**_result("lora", "bf16", step_s), "interleaved": True}
+        r.update(rounds_step_s=None, hook_cpu_s=0.01, step_s_all=[step_s] * 2)
+        r["cpu_s_all"] = [step_s] * 2
+        rounds.append(r)
+    best = combine_rounds(rounds)
+    assert best["step_s"] == 1.0 and best["step_s_all"] == [1.2, 1.2, 1.0, 1.0]
