@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import tyro
 
-from trainer.config import JobConfig, config_from_dict, config_to_dict, load_toml
+from trainer.config import (
+    ConfigError,
+    JobConfig,
+    check_override,
+    config_from_dict,
+    config_to_dict,
+    load_toml,
+)
 
 _DESCRIPTION = (
     "Pre-train a LLaMA model with full-rank, LoRA or SwitchLoRA projections. "
@@ -21,6 +28,7 @@ def parse_config(argv: Sequence[str] | None = None) -> JobConfig:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
+    check_overrides(rest)
     base = load_toml(known.config) if known.config else JobConfig()
     cfg = tyro.cli(
         JobConfig,
@@ -32,3 +40,23 @@ def parse_config(argv: Sequence[str] | None = None) -> JobConfig:
     )
     # Round-trip through the TOML checker so that CLI values obey the same rules.
     return config_from_dict(config_to_dict(cfg))
+
+
+def check_overrides(args: Sequence[str]) -> None:
+    """Check every ``--section.field value...`` override as a TOML value would be checked, so
+    that an unknown key or a wrong type fails with one line naming the key (ConfigError)."""
+    if "-h" in args or "--help" in args:
+        return  # tyro prints the help
+    flags: list[tuple[str, list[str]]] = []
+    for arg in args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            flags.append((name, [value] if eq else []))
+        elif flags:
+            flags[-1][1].append(arg)
+        else:
+            raise ConfigError(f"unexpected argument {arg!r} (overrides are --section.field value)")
+    for name, tokens in flags:
+        if "." not in name:
+            raise ConfigError(f"unknown option '--{name}' (overrides are --section.field value)")
+        check_override(name.replace("-", "_"), tokens)

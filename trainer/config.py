@@ -329,6 +329,48 @@ def _build_section(cls: type, table: dict[str, Any], section: str) -> Any:
     return cls(**kwargs)
 
 
+def check_override(key: str, tokens: list[str]) -> None:
+    """Check a command-line override ``--<key> <tokens...>`` like the same value in a TOML file.
+
+    ``key`` is "section.field"; each token is read as a TOML value (``True``/``False`` as
+    booleans, anything that is not valid TOML as a string). Raises ConfigError naming the key.
+    """
+    hints = typing.get_type_hints(JobConfig)
+    section, _, name = key.partition(".")
+    if section not in hints or not name:
+        raise _unknown_key_error(key, list(hints))
+    cls = hints[section]
+    fields = typing.get_type_hints(cls)
+    if name not in fields:
+        raise _unknown_key_error(key, list(fields))
+    tp = fields[name]
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        for i, token in enumerate(tokens):
+            _check_token(token, item, f"{key}[{i}]")
+        return
+    if len(tokens) != 1:
+        raise ConfigError(f"{key}: expected one value, got {len(tokens)}")
+    _check_token(tokens[0], tp, key)
+
+
+def _check_token(token: str, tp: Any, key: str) -> None:
+    """A command-line token read as TOML, or failing that as the plain string it is."""
+    if token == "None":
+        value: Any = None
+    elif token in ("True", "False"):
+        value = token == "True"
+    else:
+        try:
+            value = tomllib.loads(f"v = {token}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = token
+    try:
+        _coerce(value, tp, key)
+    except ConfigError:
+        _coerce(token, tp, key)  # e.g. a string field given "123"
+
+
 def config_from_dict(raw: dict[str, Any]) -> JobConfig:
     """Build a :class:`JobConfig` from nested TOML tables, checking every key and type."""
     hints = typing.get_type_hints(JobConfig)

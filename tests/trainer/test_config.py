@@ -50,6 +50,41 @@ def test_cli_overrides_toml():
 
 
 @pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model.nheads", "5"], "unknown key 'model.nheads' (did you mean 'n_heads'?)"),
+        (["--trainin.steps", "5"], "unknown key 'trainin.steps'"),
+        (["--training.steps", "abc"], "training.steps: expected an integer, got 'abc'"),
+        (["--training.steps=1.5"], "training.steps: expected an integer, got '1.5'"),
+        (["--compile.enable", "yes"], "compile.enable: expected true or false, got 'yes'"),
+        (["--precision.mode", "fp16"], "precision.mode: expected one of"),
+        (["--training.steps", "3", "4"], "training.steps: expected one value, got 2"),
+        (["--steps", "3"], "unknown option '--steps'"),
+        (["steps"], "unexpected argument 'steps'"),
+    ],
+)
+def test_cli_override_errors_name_the_key(flags, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--config", str(ROOT / "configs/tiny_full.toml"), *flags])
+    assert message in str(err.value)
+
+
+def test_cli_values_read_as_the_field_needs():
+    cfg = parse_config(
+        [
+            "--job.name",
+            "123",  # a string field given a number-like token
+            "--model.vocab_size",
+            "None",
+            "--model.vocab_size=512",
+            "--optimizer.lr",
+            "1e-3",
+        ]
+    )
+    assert cfg.job.name == "123" and cfg.model.vocab_size == 512 and cfg.optimizer.lr == 1e-3
+
+
+@pytest.mark.parametrize(
     "raw, fragment",
     [
         ({"training": {"stepz": 3}}, "unknown key 'training.stepz' (did you mean 'steps'?)"),
