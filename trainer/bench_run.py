@@ -203,19 +203,33 @@ class CaseRun:
 
     tr: Trainer
     batches: Iterator[dict[str, torch.Tensor]]
+    """The case's training batches (warm-up, measured, breakdown and floor steps)."""
     hook_times: list[float] = field(default_factory=list)
+    """Wall seconds of every method-hook call (two per step: before and after the optimizer)."""
     hook_cpu: list[float] = field(default_factory=list)
+    """Process CPU seconds of the same calls."""
     wall: list[float] = field(default_factory=list)
+    """Wall seconds of each measured step."""
     cpu: list[float] = field(default_factory=list)
+    """Process CPU seconds of each measured step."""
     comm: dict[str, Totals] = field(default_factory=lambda: {k: Totals() for k in KINDS})
+    """Collectives of the measured steps, by kind."""
     switched: float = 0.0
+    """Vectors switched over the measured steps."""
     grad_bytes: int = 0
+    """Local gradient bytes, read right before the first measured switch."""
     compiled_graphs: int = 0
+    """Graphs compiled during the warm-up."""
     graph_breaks: int = 0
+    """Graph breaks during the warm-up."""
     recompiles_measured: int = 0
+    """Graphs compiled during the measured steps (should stay 0)."""
     graph_breaks_measured: int = 0
+    """Graph breaks during the measured steps."""
     peak: int = 0
+    """Largest peak memory of a measured step (see trainer.bench_memory.peak_bytes)."""
     loss: torch.Tensor | None = None
+    """Loss of the last step run."""
 
     def next_step_batches(self) -> list[dict[str, torch.Tensor]]:
         return [next(self.batches) for _ in range(self.tr.grad_accum)]

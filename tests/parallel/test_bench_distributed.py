@@ -32,49 +32,16 @@ def bench(tmp_path_factory):
         "--training.global_batch_size",
         "4",
     ]
-    run_torchrun(
-        ROOT / "scripts/bench.py",
-        [
-            *common,
-            "--methods",
-            "full,switchlora",
-            "--precisions",
-            "fp32",
-            "--layouts",
-            "fsdp,replicate",
-            "--out",
-            str(out / "layouts"),
-        ],
-    )
-    run_torchrun(
-        ROOT / "scripts/bench.py",
-        [
-            *common,
-            "--methods",
-            "switchlora",
-            "--precisions",
-            "bf16,float8_ag",
-            "--layouts",
-            "fsdp",
-            "--out",
-            str(out / "float8"),
-        ],
-    )
-    run_torchrun(
-        ROOT / "scripts/bench.py",
-        [
-            *common,
-            "--methods",
-            "full,switchlora",
-            "--precisions",
-            "fp32",
-            "--layouts",
-            "fsdp,replicate",
-            "--interleave",
-            "--out",
-            str(out / "interleaved"),
-        ],
-    )
+
+    def bench_run(folder: str, methods: str, precisions: str, layouts: str, *extra: str):
+        flags = ["--methods", methods, "--precisions", precisions, "--layouts", layouts]
+        run_torchrun(
+            ROOT / "scripts/bench.py", [*common, *flags, *extra, "--out", str(out / folder)]
+        )
+
+    bench_run("layouts", "full,switchlora", "fp32", "fsdp,replicate")
+    bench_run("float8", "switchlora", "bf16,float8_ag", "fsdp")
+    bench_run("interleaved", "full,switchlora", "fp32", "fsdp,replicate", "--interleave")
     return out
 
 
