@@ -92,8 +92,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _mib(value: float) -> str:
-    return f"{value / MIB:.2f}"
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:.2f}"
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -126,7 +126,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         time_rows.append(
             f"{key} {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.1f} | "
             f"{_fmt(vs.get('step_time'), '.3f')} | {_fmt(vl.get('step_time'), '.3f')} | "
-            f"{_fmt(r.get('vs_bf16', {}).get('step_time'), '.3f')} | {r['cpu_s_per_step']:.3f} | {_fmt(vl.get('cpu_time'), '.3f')} | "
+            f"{_fmt(r.get('vs_bf16', {}).get('step_time'), '.3f')} | "
+            f"{r['cpu_s_per_step']:.3f} | {_fmt(vl.get('cpu_time'), '.3f')} | "
             f"{r['hook_s'] * 1e3:.2f} | {r['hook_share']:.2%} | {r['hook_cpu_share']:.2%} | "
             f"{r['vectors_switched_per_step']:.0f} |"
         )
@@ -137,7 +138,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         )
         mfu = r.get("mfu")
         mem_rows.append(
-            f"{key} {_fmt(None if r['peak_bytes'] is None else r['peak_bytes'] / MIB, '.2f')} | {_mib(r['param_bytes']['trainable'])} | "
+            f"{key} {_mib(r['peak_bytes'])} | {_mib(r['param_bytes']['trainable'])} | "
             f"{_mib(r['param_bytes']['frozen'])} | {_mib(r['grad_bytes'])} | "
             f"{_mib(r['optimizer_bytes'])} | {_mib(r['pool_bytes'])} | "
             f"{_fmt(mfu, '.1%')} | {r['compiled_graphs']} | {r['graph_breaks']} | "
