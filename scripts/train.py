@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.cli import parse_config  # noqa: E402
 from trainer.config import ConfigError  # noqa: E402
-from trainer.train import run  # noqa: E402
+from trainer.train import NonFiniteError, run  # noqa: E402
 
 
 def main() -> int:
@@ -22,6 +22,9 @@ def main() -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteError as exc:
+        print(f"training stopped: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -228,8 +228,8 @@ class CaseRun:
     """Graph breaks during the measured steps."""
     peak: int = 0
     """Largest peak memory of a measured step (see trainer.bench_memory.peak_bytes)."""
-    loss: torch.Tensor | None = None
-    """Loss of the last step run."""
+    loss: float | None = None
+    """Global mean loss of the last step run."""
 
     def next_step_batches(self) -> list[dict[str, torch.Tensor]]:
         return [next(self.batches) for _ in range(self.tr.grad_accum)]
@@ -244,7 +244,7 @@ def start_case(tr: Trainer, warmup: int) -> CaseRun:
         setattr(tr.method, name, _timed(hook, device, run.hook_times, run.hook_cpu))
     graphs0, breaks0 = _dynamo_totals()
     for _ in range(warmup):
-        run.loss, _, _ = train_step(tr, run.next_step_batches())
+        run.loss = train_step(tr, run.next_step_batches()).loss
     _sync(device)
     graphs1, breaks1 = _dynamo_totals()
     run.compiled_graphs, run.graph_breaks = graphs1 - graphs0, breaks1 - breaks0
@@ -270,7 +270,8 @@ def measured_step(run: CaseRun, comm: CommCounter) -> None:
     comm.reset()
     _sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
-    run.loss, _, metrics = train_step(tr, batches)
+    out = train_step(tr, batches)
+    run.loss, metrics = out.loss, out.metrics
     _sync(device)
     run.wall.append(time.perf_counter() - start)
     run.cpu.append(time.process_time() - cpu_start)
@@ -294,8 +295,6 @@ def finish_case(run: CaseRun) -> dict[str, Any]:
     floor_s = w_pass_floor(tr, run.batches, FLOOR_STEPS) if switching else None
     loss = run.loss
     assert loss is not None
-    if dist.is_initialized():
-        dist.all_reduce(loss)  # each rank holds its share of the global mean
     # Per-step hook time: before + after hooks of one step.
     per_step_hook = [a + b for a, b in zip(run.hook_times[0::2], run.hook_times[1::2])]
     per_step_hook_cpu = [a + b for a, b in zip(run.hook_cpu[0::2], run.hook_cpu[1::2])]

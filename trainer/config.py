@@ -112,7 +112,9 @@ class Training:
     seq_len: int = 256
     """Tokens per training sequence."""
     max_norm: float = 1.0
-    """Gradient clipping threshold on the global L2 norm; 0 disables clipping."""
+    """Gradient clipping: gradients are scaled so that their global L2 norm is at most this; 0 disables clipping."""
+    max_skipped_steps: int = 5
+    """A step whose loss or gradient norm is not finite is skipped (nothing is applied); the run stops when more than this many consecutive steps are skipped (0 = stop at the first)."""
     val_every: int = 0
     """Run validation every this many steps (0: only at the end)."""
     val_batches: int = 16

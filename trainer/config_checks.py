@@ -26,6 +26,15 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             f"training.local_batch_size: {t.local_batch_size} does not divide the per-rank "
             f"batch {per_rank} (global_batch_size {t.global_batch_size} / world size {world_size})"
         )
+    if t.max_norm < 0:
+        raise ConfigError(
+            f"training.max_norm: must be >= 0 (0 disables clipping), got {t.max_norm}"
+        )
+    if t.max_skipped_steps < 0:
+        raise ConfigError(
+            f"training.max_skipped_steps: must be >= 0 (0 = stop at the first), got "
+            f"{t.max_skipped_steps}"
+        )
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
     if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:

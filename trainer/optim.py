@@ -29,10 +29,11 @@ def build_adamw(
 
 
 @torch.no_grad()
-def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Global L2 norm of all gradients (sharded ones included); clip to ``max_norm`` if > 0.
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """Global L2 norm of the gradients of ``params`` over every rank, as a plain local tensor.
 
-    Returns the norm before clipping as a plain local tensor (no host sync).
+    FSDP2 gradients are DTensor shards: their norm is reduced across the mesh (one
+    all-reduce), so every rank returns the same value. No host sync.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -40,6 +41,15 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
     if isinstance(total, DTensor):
         total = total.full_tensor()
-    if max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(grads, max_norm, total, foreach=True)
     return total
+
+
+@torch.no_grad()
+def clip_grads_(params: Iterable[torch.nn.Parameter], max_norm: float, total: torch.Tensor) -> None:
+    """Scale the gradients of ``params`` in place by min(1, max_norm / total); 0 disables.
+
+    ``total`` is :func:`grad_norm` of the same parameters. ``clip_grads_with_norm_`` reads
+    ``.grad`` of what it is given, so it gets the parameters, not the gradients.
+    """
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(list(params), max_norm, total, foreach=True)

@@ -1,8 +1,9 @@
 """The training job: build, shard, initialise, then loop.
 
 One optimizer step: micro-batches (forward, loss normalised by the global token count,
-backward) -> global gradient-norm clip -> method hook (SwitchLoRA: switch, freeze, reset)
--> optimizer step -> LR step -> metrics -> validation / checkpoint on their intervals.
+backward) -> global gradient norm and loss (one host read) -> skip the step if either is not
+finite -> clip -> method hook (SwitchLoRA: switch, freeze, reset) -> optimizer step -> LR
+step -> metrics -> validation / checkpoint on their intervals.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from trainer.metrics import MetricsLogger, format_step_line, peak_flops, peak_me
 from trainer.model.args import ModelArgs
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
-from trainer.optim import clip_grad_norm
+from trainer.optim import clip_grads_, grad_norm
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainResult:
     final_val_loss: float
     train_losses: dict[int, float] = field(default_factory=dict)
     val_losses: dict[int, float] = field(default_factory=dict)
+    skipped_steps: int = 0
+    """Steps skipped because their loss or gradient norm was not finite."""
 
     @property
     def final_val_ppl(self) -> float:
@@ -164,10 +167,26 @@ def evaluate(tr: Trainer) -> float:
     return (stats[0] / stats[1]).item()
 
 
-def train_step(
-    tr: Trainer, batches: list[dict[str, torch.Tensor]]
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (loss sum, grad norm, hook metrics)."""
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient norm; the run stops."""
+
+
+@dataclass
+class StepResult:
+    """What one call of :func:`train_step` did."""
+
+    loss: float
+    """Mean loss per token of the global batch (all ranks, all micro-batches)."""
+    grad_norm: float
+    """Global L2 norm of the gradients before clipping."""
+    metrics: dict[str, float]
+    """TensorBoard scalars of the method's hook (empty for a skipped step)."""
+    skipped: bool
+    """True when the loss or the gradient norm was not finite and nothing was applied."""
+
+
+def forward_backward(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Accumulate the gradients of ``batches``; returns this rank's share of the mean loss."""
     device = tr.info.device
     tokens_per_step = tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
     loss_sum = torch.zeros((), device=device)
@@ -179,8 +198,14 @@ def train_step(
         loss = loss / tokens_per_step
         loss.backward()
         loss_sum += loss.detach()
-    params = [p for p in tr.model.parameters() if p.requires_grad]
-    grad_norm = clip_grad_norm(params, tr.cfg.training.max_norm)
+    return loss_sum
+
+
+def apply_update(
+    tr: Trainer, params: list[torch.nn.Parameter], norm: torch.Tensor
+) -> dict[str, float]:
+    """Clip, run the method's hooks and the optimizer and LR steps; advance the step count."""
+    clip_grads_(params, tr.cfg.training.max_norm, norm)
     hook_metrics = tr.method.before_optimizer_step(tr.step)
     tr.method.optimizer.step()
     tr.method.after_optimizer_step(tr.step)
@@ -189,7 +214,27 @@ def train_step(
     tr.scheduler.step()
     tr.method.optimizer.zero_grad(set_to_none=True)
     tr.step += 1
-    return loss_sum, grad_norm, hook_metrics
+    return hook_metrics
+
+
+def train_step(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches, skipped if it is not finite.
+
+    A skipped step drops its gradients and changes nothing else: no switch, merge or
+    projector refresh, no optimizer or LR step, ``tr.step`` unchanged (its batches are used).
+    """
+    loss_sum = forward_backward(tr, batches)
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    norm = grad_norm(params)
+    loss = loss_sum.clone()
+    dist.all_reduce(loss)
+    # The one host read of the step: every rank sees the same two values and decides alike.
+    loss_value, norm_value = torch.stack([loss, norm.to(loss)]).tolist()
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        tr.method.optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss_value, norm_value, {}, skipped=True)
+    hook_metrics = apply_update(tr, params, norm)
+    return StepResult(loss_value, norm_value, hook_metrics, skipped=False)
 
 
 def run(cfg: JobConfig) -> TrainResult:
@@ -245,28 +290,40 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     window_start = time.perf_counter()
     window_steps = 0
     window_switched = 0.0
-    pending_loss = torch.zeros((), device=info.device)
+    skipped_in_a_row = 0
     while tr.step < t.steps:
         ckpt.wait_for_staging()
         batches = [next(train_iter) for _ in range(tr.grad_accum)]
-        loss_sum, grad_norm, hook_metrics = train_step(tr, batches)
+        out = train_step(tr, batches)
         window_steps += 1
+        if out.skipped:
+            skipped_in_a_row += 1
+            result.skipped_steps += 1
+            logger.scalars(tr.step + 1, {"train/skipped_steps": result.skipped_steps})
+            logger.line(
+                f"step {tr.step + 1}: skipped (loss {out.loss}, grad norm {out.grad_norm}); "
+                f"{skipped_in_a_row} in a row, {result.skipped_steps} in all"
+            )
+            if skipped_in_a_row > t.max_skipped_steps:
+                raise NonFiniteError(
+                    f"stopping at step {tr.step + 1}: {skipped_in_a_row} consecutive steps "
+                    f"had a non-finite loss or gradient norm (training.max_skipped_steps = "
+                    f"{t.max_skipped_steps}); nothing of them was applied or saved"
+                )
+            continue
+        skipped_in_a_row = 0
+        hook_metrics = out.metrics
         if hook_metrics:
             logger.scalars(tr.step, hook_metrics)
             window_switched += hook_metrics.get("switch/vectors_switched", 0.0)
         last = tr.step == t.steps
         if tr.step % cfg.metrics.log_every == 0 or last:
-            pending_loss = loss_sum.detach().clone()
-            dist.all_reduce(pending_loss)
-            loss_value = pending_loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"training loss is {loss_value} at step {tr.step}")
             elapsed = time.perf_counter() - window_start
             tokens_per_s = window_steps * tokens_per_step / elapsed
             values = {
-                "train/loss": loss_value,
+                "train/loss": out.loss,
                 "train/lr": tr.scheduler.get_last_lr()[0],
-                "train/grad_norm": float(grad_norm),
+                "train/grad_norm": out.grad_norm,
                 "perf/tokens_per_s": tokens_per_s,
                 "perf/step_time_s": elapsed / window_steps,
                 "mem/peak_gib": peak_memory_gib(info.device),
@@ -277,7 +334,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             if "switch/vectors_switched" in hook_metrics:
                 values["switch/vectors_switched_window"] = window_switched
             logger.line(format_step_line(tr.step, t.steps, values))
-            result.train_losses[tr.step] = loss_value
+            result.train_losses[tr.step] = out.loss
             window_start = time.perf_counter()
             window_steps = 0
             window_switched = 0.0
@@ -308,6 +365,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             "final_val_ppl": result.final_val_ppl,
             "train_losses": result.train_losses,
             "val_losses": result.val_losses,
+            "skipped_steps": result.skipped_steps,
             "params": n_params,
             "trainable_params": n_trainable,
         }

@@ -100,9 +100,9 @@ def _train(steps: int, *flags: str, stance_after: int | None = None):
         for step in range(steps):
             if stance_after is not None and step == stance_after:
                 torch.compiler.set_stance("fail_on_recompile")
-            loss, _, metrics = train_step(tr, [next(it)])
-            losses.append(loss.item())
-            switched += metrics["switch/vectors_switched"]
+            out = train_step(tr, [next(it)])
+            losses.append(out.loss)
+            switched += out.metrics["switch/vectors_switched"]
         return losses, switched, tr
     finally:
         torch.compiler.set_stance("default")

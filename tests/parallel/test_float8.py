@@ -68,9 +68,9 @@ def _train(mode: str, *flags: str) -> tuple[list[float], object]:
         it = iter(tr.data.train)
         losses = []
         for _ in range(STEPS):
-            loss, _, metrics = train_step(tr, [next(it)])
-            losses.append(loss.item())
-        assert metrics["switch/vectors_switched"] >= 0
+            out = train_step(tr, [next(it)])
+            losses.append(out.loss)
+        assert out.metrics["switch/vectors_switched"] >= 0
         return losses, tr
     finally:
         shutdown()

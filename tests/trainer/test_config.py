@@ -129,6 +129,8 @@ def test_bad_keys_and_types(raw, fragment):
             "method.interval0",
         ),
         ({"training": {"steps": 0}}, 1, "training.steps: must be positive"),
+        ({"training": {"max_norm": -1.0}}, 1, "training.max_norm: must be >= 0"),
+        ({"training": {"max_skipped_steps": -1}}, 1, "training.max_skipped_steps: must be >= 0"),
     ],
 )
 def test_inconsistent_values(raw, world, fragment):
