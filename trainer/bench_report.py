@@ -97,7 +97,8 @@ def _mib(value: float | None) -> str:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """Three markdown tables: time, communication, then memory and compile counters."""
+    """Markdown tables: time, communication, memory and compile counters, then (when
+    measured) the parts of the switch and the cost of the per-step non-finite guard."""
     time_rows = [
         "| method | precision | layout | tokens/s | step ms | vs full | vs LoRA | vs bf16 | "
         "CPU s/step | CPU vs LoRA | switch ms | switch share | switch CPU share | vectors/step |",
@@ -118,6 +119,10 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         "of which W update | reset | W update share of step | W pass floor | "
         "floor share of step | W update / floor |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    guard_rows = [
+        "| method | precision | layout | step ms | guard ms/step | guarded / unguarded step |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for r in results:
         comm = r["comm_per_step"]
@@ -154,5 +159,11 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
                 f"{_fmt(None if floor is None else floor / r['step_s'], '.2%')} | "
                 f"{_fmt(split['w_update'] / floor if floor else None, '.2f')} |"
             )
+        if "guard_s" in r:
+            guard_rows.append(
+                f"{key} {r['step_s'] * 1e3:.1f} | {r['guard_s'] * 1e3:.2f} | "
+                f"{r['guard_ratio']:.3f} |"
+            )
     tables = [time_rows, comm_rows, mem_rows] + ([split_rows] if len(split_rows) > 2 else [])
+    tables += [guard_rows] if len(guard_rows) > 2 else []
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"

@@ -33,7 +33,8 @@ from trainer.bench_memory import (
 )
 from trainer.config import JobConfig
 from trainer.metrics import peak_flops
-from trainer.train import Trainer, build_trainer, train_step
+from trainer.optim import grad_norm
+from trainer.train import Trainer, apply_update, build_trainer, forward_backward, train_step
 
 PRECISIONS: dict[str, list[str]] = {
     "fp32": ["--precision.mode", "fp32"],
@@ -176,6 +177,43 @@ def w_pass_floor(tr: Trainer, batches: Any, steps: int) -> float:
     return _max_over_ranks([statistics.median(seconds)], device)[0]
 
 
+GUARD_STEPS = 6
+"""Extra step pairs in which the cost of the step's host read (the non-finite guard) is timed."""
+
+
+def unguarded_step(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> None:
+    """:func:`trainer.train.train_step` without its non-finite guard: no loss all-reduce and
+    no host read between backward and the optimizer step (the baseline of :func:`guard_cost`)."""
+    forward_backward(tr, batches)
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    apply_update(tr, params, grad_norm(params))
+
+
+def guard_cost(tr: Trainer, batches: Any, steps: int) -> dict[str, float]:
+    """What the per-step guard costs: ``steps`` pairs of a guarded and an unguarded step.
+
+    The guard all-reduces the loss and reads it and the gradient norm on the host, so on a
+    GPU the optimizer step is launched only once backward has finished. Returns the median
+    extra seconds per step and the median of the pairwise step-time ratios (maximum over
+    ranks).
+    """
+    device = tr.info.device
+    guarded: list[float] = []
+    unguarded: list[float] = []
+    for _ in range(steps):
+        for step_fn, times in ((train_step, guarded), (unguarded_step, unguarded)):
+            batch = [next(batches) for _ in range(tr.grad_accum)]
+            _sync(device)
+            start = time.perf_counter()
+            step_fn(tr, batch)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    extra = statistics.median(guarded) - statistics.median(unguarded)
+    ratio = statistics.median(g / u for g, u in zip(guarded, unguarded))
+    extra, ratio = _max_over_ranks([extra, ratio], device)
+    return {"guard_s": extra, "guard_ratio": ratio}
+
+
 def _dynamo_totals() -> tuple[int, int]:
     """(graphs compiled, graph breaks) so far in this process."""
     return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
@@ -293,6 +331,7 @@ def finish_case(run: CaseRun) -> dict[str, Any]:
     switching = "switch" in tr.method.stateful
     breakdown = switch_breakdown(tr, run.batches, BREAKDOWN_STEPS) if switching else {}
     floor_s = w_pass_floor(tr, run.batches, FLOOR_STEPS) if switching else None
+    guard = guard_cost(tr, run.batches, GUARD_STEPS)
     loss = run.loss
     assert loss is not None
     # Per-step hook time: before + after hooks of one step.
@@ -334,6 +373,7 @@ def finish_case(run: CaseRun) -> dict[str, Any]:
         "vectors_switched_per_step": run.switched / steps,
         "switch_breakdown_s": breakdown,
         "w_pass_floor_s": floor_s,
+        **guard,
         "final_loss": float(loss),
         "params": n_params,
         "trainable_params": n_trainable,

@@ -67,6 +67,9 @@ def test_reduce_bytes_ratio_is_trainable_fraction(bench, layout):
     assert 0 < split["w_update"] <= split["write"] and split["decide"] > 0
     assert (split["gather"] > 0) == (layout == "fsdp")  # full A rows: only when A is sharded
     assert switch["w_pass_floor_s"] > 0 and full["w_pass_floor_s"] is None
+    for run in (full, switch):  # the guard's cost: pairs of steps with and without it
+        assert 0.5 < run["guard_ratio"] < 2 and abs(run["guard_s"]) < run["step_s"]
+    assert "guarded / unguarded step" in (bench / "layouts" / "results.md").read_text()
     kind = "reduce_scatter" if layout == "fsdp" else "all_reduce"
     other = "all_reduce" if layout == "fsdp" else "reduce_scatter"
     for run in (full, switch):
