@@ -177,7 +177,7 @@ def w_pass_floor(tr: Trainer, batches: Any, steps: int) -> float:
     return _max_over_ranks([statistics.median(seconds)], device)[0]
 
 
-GUARD_STEPS = 6
+GUARD_STEPS = 8
 """Extra step pairs in which the cost of the step's host read (the non-finite guard) is timed."""
 
 
