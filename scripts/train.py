@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.cli import parse_config  # noqa: E402
-from trainer.config import ConfigError  # noqa: E402
+from trainer.errors import InputError  # noqa: E402
 from trainer.train import NonFiniteError, run  # noqa: E402
 
 
@@ -19,8 +19,8 @@ def main() -> int:
     try:
         cfg = parse_config(sys.argv[1:])
         run(cfg)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except InputError as exc:
+        print(f"{exc.kind} error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteError as exc:
         print(f"training stopped: {exc}", file=sys.stderr)

@@ -19,10 +19,7 @@ from typing import Any, Literal
 import tomllib
 
 from switchlora.options import DEFAULT_TARGET_MODULES
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, mistyped or inconsistent; the message names the key."""
+from trainer.errors import ConfigError  # noqa: F401  (re-exported: raised for every bad key)
 
 
 @dataclass

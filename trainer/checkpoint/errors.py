@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from trainer.config import ConfigError
+from trainer.errors import CheckpointError
 
-
-class CheckpointError(ConfigError):
-    """A checkpoint folder is missing, partial, corrupt, or does not fit the configured run.
-
-    A :class:`ConfigError`, so ``scripts/train.py`` reports it as one line and exits with
-    status 2. Raising it never modifies or deletes a checkpoint.
-    """
+__all__ = ["CheckpointError"]
