@@ -1,6 +1,6 @@
 """FSDP2 placement of adapter parameters and helpers to work on local shards.
 
-Shard layout (DESIGN.md): W [m, n] and B [m, r] are row-sharded (Shard(0)), so both hold
+Shard layout: W [m, n] and B [m, r] are row-sharded (Shard(0)), so both hold
 the same rows of m. A [r, n] is column-sharded (Shard(1)) when n divides by the shard count;
 otherwise FSDP2 (which forbids uneven sharding on dim > 0) gets Shard(0) and the switch
 gathers the full A. On a 2-D (HSDP) mesh the last placement is the sharding one.

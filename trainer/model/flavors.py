@@ -1,6 +1,6 @@
 """Named LLaMA sizes.
 
-The paper's sizes (SWITCHLORA_SPEC.md section 5.1: SiLU, RMSNorm eps 1e-6, untied embeddings)
+The paper's sizes (SiLU, RMSNorm eps 1e-6, untied embeddings)
 plus small ones that train on a CPU. ``vocab_size`` is left to the tokenizer unless set.
 """
 
