@@ -173,3 +173,71 @@ def test_stacked_banks_equal_one_parameter_at_a_time():
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=0, atol=0)
     assert opt.state[a[0]]["step"][1].item() == 9  # skipped once
+
+
+def _plain_decoupled_adamw_(p, g, m, v, t, lr, wd, eps, betas=(0.9, 0.999)) -> None:
+    """Loshchilov & Hutter's AdamW on one vector with its own step count t (already advanced):
+    p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps)."""
+    beta1, beta2 = betas
+    p.mul_(1 - lr * wd)
+    m.mul_(beta1).add_((1 - beta1) * g)
+    v.mul_(beta2).add_((1 - beta2) * g * g)
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+
+
+@pytest.mark.parametrize("missing_step", [None, 3])
+def test_adapter_weight_decay_equals_plain_adamw_and_torch(missing_step):
+    """Weight decay > 0 on stacked banks of A rows and B columns: equal to the decoupled AdamW
+    formula (per vector, with a reset vector) and, for the vectors never reset, to
+    torch.optim.AdamW on the same tensors. `missing_step`: one parameter has no gradient at
+    that step (the one-by-one path; the others of its bank are then updated alone too)."""
+    lr, wd, eps = 1e-2, 0.5, 1e-6  # lr * wd = 5e-3 per step: 4 % shrink over 8 steps
+    a, b = _factors(5)
+    plain = [p.detach().clone() for p in a + b]
+    torch_params = [torch.nn.Parameter(p.detach().clone()) for p in a + b]
+    opt = SwitchAdamW(
+        [{"params": a, "kind": "lora_A"}, {"params": b, "kind": "lora_B"}],
+        lr=lr,
+        eps=eps,
+        weight_decay=wd,
+    )
+    torch_opt = torch.optim.AdamW(torch_params, lr=lr, eps=eps, weight_decay=wd, foreach=False)
+    kinds = ["A"] * len(a) + ["B"] * len(b)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in plain]
+    counts = [[0] * 4 for _ in plain]  # r = 4 vectors per factor
+    gen = torch.Generator().manual_seed(11)
+    for step in range(8):
+        grads = [torch.randn(p.shape, generator=gen) for p in plain]
+        skip = 0 if step == missing_step else None
+        for i, (p, q, g) in enumerate(zip(a + b, torch_params, grads)):
+            p.grad = None if i == skip else g.clone()
+            q.grad = None if i == skip else g.clone()
+        if step == 5:  # reset A row 1 of a[2] (what a switch does to a counterpart)
+            opt.bank_of(a[2])[0].reset(BankIndex(torch.tensor([1]), torch.tensor([1])))
+            moments[2][0][1] = moments[2][1][1] = 0
+            counts[2][1] = 0
+        opt.step()
+        torch_opt.step()
+        for i, (p, g) in enumerate(zip(plain, grads)):
+            if i == skip:
+                continue
+            m, v = moments[i]
+            for j in range(4):
+                counts[i][j] += 1
+                if kinds[i] == "A":
+                    vec = (p[j], g[j], m[j], v[j])
+                else:
+                    vec = (p[:, j], g[:, j], m[:, j], v[:, j])
+                _plain_decoupled_adamw_(*vec, counts[i][j], lr, wd, eps)
+    for p, q, r in zip(a + b, plain, torch_params):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-6, atol=1e-7)
+        if p is a[2]:  # the reset row restarts its bias correction: torch's AdamW cannot
+            rows = [0, 2, 3]
+            torch.testing.assert_close(p.detach()[rows], r.detach()[rows], rtol=1e-6, atol=1e-7)
+        else:
+            torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-6, atol=1e-7)
+    for i, p in enumerate(a + b):
+        torch.testing.assert_close(opt.state[p]["exp_avg"], moments[i][0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(opt.state[p]["exp_avg_sq"], moments[i][1], rtol=1e-6, atol=0)

@@ -1,11 +1,19 @@
 """Library (controller + kernel + SwitchAdamW) vs an independent loop implementation of the
-spec's step (section 2 pseudocode, per-vector AdamW), 30 steps of a tiny model, fp32."""
+SwitchLoRA step (per-vector AdamW with decoupled weight decay), 30 steps of a tiny model, fp32."""
 
 import math
 
 import pytest
 import torch
-from switchlora_testkit import batch, build, clone_model, init_model_, loss_of, make_optimizer
+from switchlora_testkit import (
+    WEIGHT_DECAY,
+    batch,
+    build,
+    clone_model,
+    init_model_,
+    loss_of,
+    make_optimizer,
+)
 from switchlora_testkit import options as make_options
 
 from switchlora import SwitchController
@@ -162,6 +170,7 @@ class ReferenceSwitchLoRA:
 
     @staticmethod
     def _update(p, g, m, v, t):
+        p.mul_(1 - LR * WEIGHT_DECAY)  # decoupled decay, on every vector (frozen ones too)
         m.mul_(BETA1).add_((1 - BETA1) * g)
         v.mul_(BETA2).add_((1 - BETA2) * g * g)
         m_hat = m / (1 - BETA1**t)
