@@ -19,6 +19,7 @@ from switchlora.relora import (
     prune_moments_,
     relora_reset_,
 )
+from switchlora.seeding import derive_seed
 from trainer.baselines import adapter_layers, init_relora, prepare_relora
 from trainer.cli import parse_config
 from trainer.model.args import resolve_model_args
@@ -170,3 +171,72 @@ def test_controller_resets_after_every_interval_and_round_trips():
     assert other.resets == 2
     with pytest.raises(ValueError, match="prune_ratio"):
         ReLoRAOptions(prune_ratio=1.5).validate()
+
+
+def _plain_keep_mask(old: torch.Tensor, opts: ReLoRAOptions, keys: tuple[int, ...]):
+    """ReLoRA's pruning rule written out: random keeps an entry when a uniform draw from the
+    generator keyed (seed, PRUNE_STREAM = 17, parameter, reset, moment) exceeds prune_ratio;
+    magnitude keeps the entries above the k-th smallest |x|, k = floor(ratio * numel)."""
+    if opts.prune == "random":
+        gen = torch.Generator().manual_seed(derive_seed(opts.seed, 17, *keys))
+        return torch.rand(old.shape, generator=gen) > opts.prune_ratio
+    k = int(opts.prune_ratio * old.numel())
+    threshold = old.abs().flatten().sort().values[k - 1]
+    return old.abs() > threshold
+
+
+@pytest.mark.parametrize("prune", ["random", "magnitude"])
+def test_moments_after_a_reset_follow_the_plain_rule(prune):
+    """A reset inside training (the controller after step 2): the adapters' moments are the
+    old ones times the keep mask, steps unchanged, every other parameter's state untouched;
+    the next step is plain AdamW from the pruned moments, bias correction not restarted."""
+    lr, wd, betas, eps = 1e-2, 0.01, (0.9, 0.999), 1e-8
+    opts = ReLoRAOptions(reset_interval=3, prune=prune, prune_ratio=0.6, seed=5)
+    model, _ = build("relora")
+    layers = adapter_layers(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=betas, eps=eps, weight_decay=wd)
+    ctrl = ReLoRAController(layers, opt, opts)
+
+    def backward(step: int) -> None:
+        x = tokens(step)
+        F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+
+    for step in range(3):
+        backward(step)
+        opt.step()
+        opt.zero_grad()
+        if step == 2:
+            old = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in trainable}
+        assert ctrl.after_step(step) == (step == 2)
+    adapter_keys = {}
+    for index, layer in enumerate(layers.values()):
+        adapter_keys[layer.lora_A] = 2 * index
+        adapter_keys[layer.lora_B] = 2 * index + 1
+    pruned = {}
+    for p in trainable:
+        state = opt.state[p]
+        assert torch.equal(state["step"], old[p]["step"])  # 3: bias correction goes on
+        if p not in adapter_keys:
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(state[key], old[p][key])
+            continue
+        for moment, key in enumerate(("exp_avg", "exp_avg_sq")):
+            keep = _plain_keep_mask(old[p][key], opts, (adapter_keys[p], 1, moment))
+            assert 0.3 < keep.float().mean().item() < 0.5  # about 1 - prune_ratio kept
+            torch.testing.assert_close(state[key], old[p][key] * keep, rtol=0, atol=0)
+        pruned[p] = (state["exp_avg"].clone(), state["exp_avg_sq"].clone(), p.detach().clone())
+    # one more step: decoupled AdamW written out, from the pruned moments, t = 4
+    backward(3)
+    grads = {p: p.grad.clone() for p in pruned}
+    opt.step()
+    beta1, beta2 = betas
+    for p, (m, v, value) in pruned.items():
+        g = grads[p]
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        torch.testing.assert_close(opt.state[p]["exp_avg"], m, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(opt.state[p]["exp_avg_sq"], v, rtol=1e-6, atol=1e-12)
+        m_hat, v_hat = m / (1 - beta1**4), v / (1 - beta2**4)
+        want = value * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-7)
