@@ -52,49 +52,72 @@ def test_compiled_blocks_match_eager_without_recompiles():
     assert compiled == pytest.approx(eager, rel=1e-4)
 
 
-def test_compiled_switchlora_50_steps_without_recompiles():
-    """Compiled blocks while switching; k varies step to step; no recompile after warm-up.
+SWITCH_STEPS = 50
+COMPARED_STEPS = 30
+"""Steps compared with eager: later, Adam (lr 1e-2, eps 1e-8) amplifies the 1e-7 rounding
+differences of inductor's fused kernels chaotically (1e-6 at step 40, 2e-4 at step 49)."""
+SWITCH_FLAGS = [
+    "--model.flavor",
+    "debug",
+    "--training.seq_len",
+    "32",
+    "--training.global_batch_size",
+    "2",
+    "--training.steps",
+    str(SWITCH_STEPS),
+    "--method.rank",
+    "8",
+    "--method.interval0",
+    "3",
+    "--method.freeze_steps",
+    "1",
+    "--method.fixed_interval",
+    "True",
+]
 
-    The switch writes the parameters in place between steps, outside any graph: the blocks
-    must never recompile because of it."""
-    torch._dynamo.reset()
+
+def _switch_run(compile_: bool, steps: int) -> tuple[list[float], list[float]]:
+    """Losses and vectors switched per step of the first `steps` steps of a SwitchLoRA run;
+    compiled runs must not recompile after step 3."""
     cfg = parse_config(
         [
             "--config",
             str(ROOT / "configs/tiny_switch.toml"),
-            "--model.flavor",
-            "debug",
-            "--training.seq_len",
-            "32",
-            "--training.global_batch_size",
-            "2",
-            "--training.steps",
-            "50",
+            *SWITCH_FLAGS,
             "--compile.enable",
-            "True",
-            "--method.rank",
-            "8",
-            "--method.interval0",
-            "3",
-            "--method.freeze_steps",
-            "1",
-            "--method.fixed_interval",
-            "True",
+            str(compile_),
         ]
     )
     info = init_distributed()
     try:
         tr = build_trainer(cfg, info)
         it = iter(tr.data.train)
-        switched = []
-        for step in range(50):
-            if step == 3:
+        losses, switched = [], []
+        for step in range(steps):
+            if compile_ and step == 3:
                 torch.compiler.set_stance("fail_on_recompile")
             out = train_step(tr, [next(it)])
+            assert math.isfinite(out.loss) and not out.skipped
+            losses.append(out.loss)
             switched.append(out.metrics["switch/vectors_switched"])
-        assert math.isfinite(out.loss) and not out.skipped
-        # 14 adapted layers, r/interval = 8/3 vectors per factor: k is 2 or 3 in each layer.
-        assert len(set(switched)) > 3 and min(switched) > 0
+        return losses, switched
     finally:
         torch.compiler.set_stance("default")
         shutdown()
+
+
+def test_compiled_switchlora_matches_eager_without_recompiles():
+    """Compiled blocks while switching: the same losses as eager over the first 30 steps
+    (k varies step to step), the same switch decisions, no recompile in 50 steps.
+
+    The switch writes the parameters in place between steps, outside any graph: the blocks
+    must never recompile because of it, nor run on stale weights."""
+    torch._dynamo.reset()
+    compiled, compiled_switched = _switch_run(True, SWITCH_STEPS)
+    eager, eager_switched = _switch_run(False, COMPARED_STEPS)
+    # 14 adapted layers, r/interval = 8/3 vectors per factor: k is 2 or 3 in each layer.
+    assert len(set(compiled_switched)) > 3 and min(compiled_switched) > 0
+    assert compiled_switched[:COMPARED_STEPS] == eager_switched
+    # fp32; the largest difference seen is 3e-7 relative: 1e-5 leaves room for other
+    # kernels and is far below what a compiled-only change of the forward moves.
+    assert compiled[:COMPARED_STEPS] == pytest.approx(eager, rel=1e-5)
