@@ -60,18 +60,20 @@ def test_rowwise_all_gather_is_a_config_error():
         check_config(cfg, 1)
 
 
-def _train(mode: str, *flags: str) -> tuple[list[float], object]:
+def _train(mode: str, *flags: str) -> tuple[list[float], list[float], object]:
+    """Losses and vectors switched per step, and the trainer, of a STEPS-step run."""
     cfg = _cfg("--precision.mode", mode, "--training.steps", str(STEPS), *flags)
     info = init_distributed()
     try:
         tr = build_trainer(cfg, info)
         it = iter(tr.data.train)
-        losses = []
+        losses, switched = [], []
         for _ in range(STEPS):
             out = train_step(tr, [next(it)])
+            assert not out.skipped
             losses.append(out.loss)
-        assert out.metrics["switch/vectors_switched"] >= 0
-        return losses, tr
+            switched.append(out.metrics["switch/vectors_switched"])
+        return losses, switched, tr
     finally:
         shutdown()
 
@@ -86,8 +88,10 @@ def one_thread():
 
 
 def test_float8_switchlora_trains_like_bf16(one_thread):
-    bf16, _ = _train("bf16")
-    fp8, tr = _train("float8", "--precision.float8_all_gather", "True")
+    bf16, bf16_switched, _ = _train("bf16")
+    fp8, fp8_switched, tr = _train("float8", "--precision.float8_all_gather", "True")
+    # switching really happened, and the schedule does not depend on the precision
+    assert sum(fp8_switched) > 0 and fp8_switched == bf16_switched
     layers = [m for m in tr.model.modules() if isinstance(m, AdapterLinear)]
     assert len(layers) == 28
     # The frozen bases are float8 modules, the adapters are not, lm_head stays bf16.
@@ -97,12 +101,17 @@ def test_float8_switchlora_trains_like_bf16(one_thread):
     for layer in layers:
         assert isinstance(layer.base, Float8Linear)
         assert layer.base.config.emulate == (not has_float8_hardware(tr.info.device))
+        assert layer.base.config.enable_fsdp_float8_all_gather
         assert not layer.base.weight.requires_grad
         assert layer.base.weight.grad is None
         assert layer.lora_A.requires_grad and layer.lora_B.requires_grad
     assert not isinstance(tr.model.lm_head, Float8Linear)
     assert bf16[-1] < bf16[0] - 1.0  # it learns
+    _check_all_gather_scales_are_current(layers)
     _check_switch_edits_float8_weight(tr)
+    if tr.info.device.type == "cpu":
+        assert not has_float8_hardware(tr.info.device)  # emulated on the CPU
+    assert fp8 != bf16  # the float8 matmuls were in the loop: not bit-identical to bf16
     diffs = [abs(a - b) for a, b in zip(bf16, fp8)]
     assert max(diffs) < 0.05, diffs
     assert abs(bf16[-1] - fp8[-1]) / bf16[-1] < 0.01
@@ -111,6 +120,20 @@ def test_float8_switchlora_trains_like_bf16(one_thread):
 def _effective(layer: AdapterLinear) -> torch.Tensor:
     w, a, b = (local(t).float() for t in (layer.base.weight, layer.lora_A, layer.lora_B))
     return w + layer.scale * b @ a
+
+
+@torch.no_grad()
+def _check_all_gather_scales_are_current(layers: list[AdapterLinear]) -> None:
+    """After the last step (its switch edited W) each base weight's float8 all-gather scale
+    is float8_max / max|W| of the weight as it is now, not of an earlier W."""
+    float8_max = torch.finfo(torch.float8_e4m3fn).max
+    for layer in layers:
+        weight = layer.base.weight
+        full = weight.full_tensor() if hasattr(weight, "full_tensor") else weight
+        want = (float8_max / full.abs().max().double().clamp(min=1e-12)).float()
+        got = weight._local_tensor._precomputed_scale  # the torchao wrapper inside the shard
+        assert got is not None, "no precomputed float8 scale"
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
 
 
 @torch.no_grad()
