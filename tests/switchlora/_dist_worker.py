@@ -8,6 +8,9 @@ initialises it world-size-independently and checks:
   rank makes identical decisions; W never gets a gradient;
 - a torch.distributed.checkpoint round trip of controller + model + optimizer continues
   identically.
+
+Argument 2 (optional) "hsdp-2x2": on 4 processes, only the HSDP case with 2 replicas of 2
+shards each, so gradients are also all-reduced across replicas.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from switchlora import SwitchController, placement_fn
+from switchlora import SwitchController
+from switchlora.sharding import make_placement_fn
 
 STEPS = 20
 EPS = 1e-4  # see test_switchlora_reference.py: keeps Adam from amplifying rounding
@@ -32,6 +36,7 @@ EPS = 1e-4  # see test_switchlora_reference.py: keeps Adam from amplifying round
 
 def sharded_setup(opts, mesh):
     model, layers = build(opts, device="meta")
+    placement_fn = make_placement_fn(mesh.size(mesh.ndim - 1))  # the shard dim, not the world
     for block in model.layers:
         fully_shard(block, mesh=mesh, shard_placement_fn=placement_fn)
     fully_shard(model, mesh=mesh, shard_placement_fn=placement_fn)
@@ -153,13 +158,21 @@ def check_matches_single(opts, mesh, ckpt_dir: str) -> float:
     return worst
 
 
-def main() -> None:
-    dist.init_process_group("gloo")
-    ckpt_root = sys.argv[1]
-    world = dist.get_world_size()
+def cases_to_run(world: int, selection: str) -> dict:
+    """name: (options, mesh) of the cases `selection` names ("all" or "hsdp-2x2")."""
+    names = ("replicate", "shard")
+    if selection == "hsdp-2x2":
+        if world != 4:
+            raise SystemExit(f"hsdp-2x2 needs 4 processes, got {world}")
+        return {
+            "pool-hsdp-2x2": (
+                options(freeze_steps=2),
+                init_device_mesh("cpu", (2, 2), mesh_dim_names=names),
+            )
+        }
     mesh = init_device_mesh("cpu", (world,))
-    hsdp_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
-    cases = {  # name: (options, mesh)
+    hsdp_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=names)
+    return {
         "pool-sequential": (options(freeze_steps=2), mesh),
         "pool-random-nowriteback": (
             options(freeze_steps=1, pool_choice="random", pool_write_back=False),
@@ -168,6 +181,13 @@ def main() -> None:
         "seeded": (options(freeze_steps=2, candidate_source="seeded"), mesh),
         "pool-hsdp": (options(freeze_steps=2), hsdp_mesh),
     }
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    ckpt_root = sys.argv[1]
+    world = dist.get_world_size()
+    cases = cases_to_run(world, sys.argv[2] if len(sys.argv) > 2 else "all")
     report = {}
     for name, (opts, case_mesh) in cases.items():
         start = time.perf_counter()
