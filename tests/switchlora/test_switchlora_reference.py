@@ -31,7 +31,7 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-4
 
 
 class ReferenceSwitchLoRA:
-    """Spec pseudocode with Python loops; state in plain lists."""
+    """The switching algorithm written out with Python loops; state in plain lists."""
 
     def __init__(self, model, layers, opts, pools):
         self.opts = opts
