@@ -111,7 +111,10 @@ def refused_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "Unsupported" in line or "global" in line.lower():
-            return line[:300]
+            # torch goes on to explain how to allow the global; here it stays refused
+            return line.split(" was not an allowed global")[0].split("Unsupported global: ")[-1][
+                :300
+            ]
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
