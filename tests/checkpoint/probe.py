@@ -3,11 +3,12 @@
     python tests/checkpoint/probe.py SPEC.json RESULT.json
 
 SPEC is a list of cases ``{"name", "args": [train.py flags], "eval": bool, "logits": bool,
-"save_to": dump folder or null}``. Each case builds the trainer from its flags, runs
-``CheckpointManager.load`` (resume or initial load), then optionally evaluates, records the
-logits of the first validation batch (``<RESULT>.<name>.pt``) and saves a checkpoint of
-the loaded state into another dump folder. A :class:`CheckpointError` is recorded, not
-raised. RESULT maps case names to ``{"step", "val_loss", "error"}``.
+"save_to": dump folder or null, "poison": bool}``. Each case builds the trainer from its
+flags, runs ``CheckpointManager.load`` (resume or initial load), then optionally evaluates,
+records the logits of the first validation batch (``<RESULT>.<name>.pt``) and saves a
+checkpoint of the loaded state into another dump folder (with ``poison``, after writing a
+NaN into one parameter). A :class:`CheckpointError` is recorded, not raised. RESULT maps
+case names to ``{"step", "val_loss", "error"}``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ def run_case(case: dict, info, out: Path) -> dict:
             job=dataclasses.replace(cfg.job, dump_folder=case["save_to"]),
             checkpoint=dataclasses.replace(cfg.checkpoint, enable=True, async_mode="disabled"),
         )
-        CheckpointManager(target, info, case["save_to"], log=print).save(tr, {})
+        if case.get("poison"):
+            with torch.no_grad():
+                param = next(p for p in tr.model.parameters() if p.requires_grad)
+                local = param.to_local() if hasattr(param, "to_local") else param
+                local.view(-1)[0] = float("nan")
+            tr.step += 1
+        try:
+            CheckpointManager(target, info, case["save_to"], log=print).save(tr, {})
+        except CheckpointError as exc:
+            record["error"] = str(exc)
     return record
 
 

@@ -77,7 +77,7 @@ def test_export_refuses_missing_partial_and_corrupt_checkpoints(step8, tmp_path)
     shutil.copytree(step8, damaged)
     metadata = damaged / ".metadata"
     metadata.write_bytes(b"\0" * metadata.stat().st_size)  # same size, unreadable
-    refused(damaged, out, "cannot read its DCP index")
+    refused(damaged, out, r"file \.metadata does not match the checksum")
 
     for name, cut in (("step-97", 1), ("step-96", 0)):
         damaged = step8.with_name(name)
@@ -85,7 +85,7 @@ def test_export_refuses_missing_partial_and_corrupt_checkpoints(step8, tmp_path)
         data = sorted(damaged.glob("*.distcp"))[0]
         raw = data.read_bytes()
         data.write_bytes(raw[:-cut] if cut else b"\x07" * len(raw))
-        refused(damaged, out, "corrupt")
+        refused(damaged, out, "is corrupt: file" if cut else "does not match the checksum")
     assert not out.exists()
 
 
@@ -102,8 +102,17 @@ def test_export_output_exists_needs_overwrite_and_never_replaces_run_data(step8,
     (out / "keep.txt").write_text("mine")
     refused(step8, out, "already exists; pass --overwrite")
     assert (out / "keep.txt").read_text() == "mine"
-    export_checkpoint(step8, out, overwrite=True, log=lambda _: None)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    refused(step8, out, "holds files this exporter did not write", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "mine"
+    exported = tmp_path / "exported"
+    export_checkpoint(step8, exported, log=lambda _: None)
+    (exported / "stale.txt").write_text("left by an earlier export")
+    export_checkpoint(step8, exported, overwrite=True, log=lambda _: None)
+    assert not (exported / "stale.txt").exists() and (exported / "model.safetensors").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export_checkpoint(step8, empty, overwrite=True, log=lambda _: None)
     refused(step8, step8, "overlaps the checkpoint", overwrite=True)
     refused(step8, step8.parent.parent, "overlaps the checkpoint", overwrite=True)
     other_run = tmp_path / "other_run"
@@ -126,4 +135,4 @@ def test_export_command_line_errors_exit_with_status_2(step8, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2 and "export error: checkpoint folder" in proc.stderr
+    assert proc.returncode == 2 and "checkpoint error: checkpoint folder" in proc.stderr

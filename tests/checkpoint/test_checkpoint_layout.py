@@ -53,7 +53,8 @@ def test_promote_prune_and_cleanup_never_touch_newer_or_complete(tmp_path):
     (partial / "manifest.json").write_text("{}")
     promote(partial, step_folder(tmp_path, 40))
     assert [s for s, _ in complete_checkpoints(tmp_path)] == [10, 20, 30, 40]
-    removed = prune(tmp_path, keep=2)
+    assert prune(tmp_path, keep=1, newest=10) == []  # later steps never count against 10
+    removed = prune(tmp_path, keep=2, newest=40)
     assert [p.name for p in removed] == ["step-10", "step-20"]
     assert [s for s, _ in complete_checkpoints(tmp_path)] == [30, 40]
     assert remove_unfinished(tmp_path, 45) == []

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 from trainer.checkpoint.errors import CheckpointError
+from trainer.checkpoint.layout import DCP_METADATA
+from trainer.checkpoint.safe_read import SafeLoadPlanner, SafeReader, load_metadata
 
 MODEL_PREFIX = "model."
 """Prefix of the model's parameters in the saved state (then the model's own FQN)."""
@@ -21,14 +22,8 @@ DCP_ERRORS = (Exception, CheckpointException)
 
 
 def read_metadata(folder: Path) -> Metadata:
-    """DCP's index of ``folder``; a :class:`CheckpointError` when it cannot be read."""
-    try:
-        return FileSystemReader(str(folder)).read_metadata()
-    except Exception as exc:  # unpickling a damaged file raises many different types
-        raise CheckpointError(
-            f"checkpoint {folder} is corrupt: cannot read its DCP index .metadata "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
+    """DCP's index of ``folder`` (restricted unpickler); a :class:`CheckpointError` otherwise."""
+    return load_metadata(Path(folder) / DCP_METADATA)
 
 
 def tensor_entries(
@@ -56,8 +51,16 @@ def load_into(folder: Path, tensors: dict[str, torch.Tensor], no_dist: bool = Tr
     try:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
             warnings.filterwarnings("ignore", message=".*single process.*")
-            dcp.load(tensors, checkpoint_id=str(folder), no_dist=no_dist)
+            dcp.load(
+                tensors,
+                storage_reader=SafeReader(str(folder)),
+                planner=SafeLoadPlanner(Path(folder)),
+                no_dist=no_dist,
+            )
     except DCP_ERRORS as exc:
+        refused = inner_checkpoint_error(exc)
+        if refused is not None:
+            raise refused from None
         raise CheckpointError(
             f"checkpoint {folder} is corrupt or incomplete: reading "
             f"{', '.join(list(tensors)[:3])}{'...' if len(tensors) > 3 else ''} failed "
@@ -77,15 +80,25 @@ def read_tensors(folder: Path, metas: dict[str, TensorStorageMetadata]) -> dict[
     return out
 
 
+def inner_checkpoint_error(exc: BaseException) -> CheckpointError | None:
+    """The CheckpointError a DCP call raised on any rank (DCP wraps them), or None."""
+    if isinstance(exc, CheckpointError):
+        return exc
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict):
+        for inner in failures.values():
+            inner = inner[0] if isinstance(inner, tuple) else getattr(inner, "exc", inner)
+            if isinstance(inner, CheckpointError):
+                return CheckpointError(str(inner))
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     """A one-line description of an exception (DCP wraps per-rank failures in long text)."""
     failures = getattr(exc, "failures", None)
     if isinstance(failures, dict) and failures:
         inner = next(iter(failures.values()))
-        exc = (
-            getattr(inner, "exc", inner)
-            if isinstance(getattr(inner, "exc", inner), BaseException)
-            else exc
-        )
+        inner = inner[0] if isinstance(inner, tuple) else getattr(inner, "exc", inner)
+        exc = inner if isinstance(inner, BaseException) else exc
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]

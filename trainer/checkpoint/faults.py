@@ -17,8 +17,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from torch.distributed.checkpoint import FileSystemWriter
 from torch.futures import Future
+
+from trainer.checkpoint.checksum import ChecksummingWriter
 
 KILL_AFTER_CHECKPOINT = "TRAINER_FAULT_KILL_AFTER_CHECKPOINT"
 """Environment variable: step after whose complete checkpoint every rank is killed."""
@@ -43,7 +44,7 @@ def after_checkpoint(step: int) -> None:
         kill_self()
 
 
-class CrashingWriter(FileSystemWriter):
+class CrashingWriter(ChecksummingWriter):
     """A FileSystemWriter that kills the process once its data files are on disk."""
 
     def write_data(self, plan: Any, planner: Any) -> Future:
@@ -54,8 +55,8 @@ class CrashingWriter(FileSystemWriter):
         return future
 
 
-def storage_writer(path: Path, step: int) -> FileSystemWriter:
+def storage_writer(path: Path, step: int) -> ChecksummingWriter:
     """The writer for a save of ``step`` into ``path`` (crashing when that fault is armed)."""
     if _armed(KILL_DURING_SAVE, step):
         return CrashingWriter(path)
-    return FileSystemWriter(path)
+    return ChecksummingWriter(path)

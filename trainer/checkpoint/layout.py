@@ -126,9 +126,14 @@ def promote(partial: Path, final: Path) -> None:
         shutil.rmtree(replaced)
 
 
-def prune(root: Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest complete checkpoints; returns the deleted folders."""
-    complete = complete_checkpoints(root)
+def prune(root: Path, keep: int, newest: int) -> list[Path]:
+    """Delete all but the ``keep`` newest complete checkpoints up to step ``newest`` (the one
+    just saved and verified); returns the deleted folders.
+
+    Checkpoints of later steps (left by a run resumed with an earlier load_step) are never
+    deleted here: only a newer complete checkpoint may make an older one redundant.
+    """
+    complete = [(s, p) for s, p in complete_checkpoints(root) if s <= newest]
     doomed = [path for _, path in complete[: max(0, len(complete) - keep)]]
     for path in doomed:
         remove_folder(path)

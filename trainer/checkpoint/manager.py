@@ -3,10 +3,13 @@
 Used by ``trainer.train`` in four places: ``load`` after the trainer is built,
 ``wait_for_staging`` before each step, ``maybe_save`` after each step, ``close`` at the end.
 Saving writes ``step-<N>.partial`` with DCP (every rank its shards and its own data loader /
-RNG entry), then rank 0 writes ``config.toml`` and ``manifest.json`` into it and renames it
-to ``step-<N>``; only then are older checkpoints beyond ``keep_latest`` deleted. A start
-picks the newest complete ``step-<N>``, so a crash at any moment costs at most the steps
-since the last complete checkpoint and never a good checkpoint.
+RNG entry; each rank hashes the files it wrote), then rank 0 writes ``config.toml`` and
+``manifest.json`` (sizes and checksums of every file) into it and renames it to
+``step-<N>``; only once the renamed folder verifies against its checksums are older
+checkpoints beyond ``keep_latest`` deleted. A state holding a NaN or Inf is never saved. A
+start picks the newest complete ``step-<N>`` (or ``checkpoint.load_step``) and verifies it
+before reading a byte of it, so a crash at any moment costs at most the steps since the last
+complete checkpoint and never a good checkpoint, and damage is reported, not resumed from.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
 from trainer.checkpoint.async_save import PendingSave, start_async_save
+from trainer.checkpoint.checksum import collect_checksums
 from trainer.checkpoint.dataloader import restore_loader
 from trainer.checkpoint.dcp_index import (
     DCP_ERRORS,
@@ -32,6 +36,7 @@ from trainer.checkpoint.dcp_index import (
 )
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.faults import after_checkpoint, storage_writer
+from trainer.checkpoint.finite import non_finite_keys
 from trainer.checkpoint.initial_load import load_model_only, resolve_source
 from trainer.checkpoint.layout import (
     checkpoint_root,
@@ -42,6 +47,7 @@ from trainer.checkpoint.layout import (
     prune,
     remove_unfinished,
     step_folder,
+    step_of,
     unfinished_folders,
 )
 from trainer.checkpoint.manifest import (
@@ -61,7 +67,18 @@ from trainer.checkpoint.state import (
     state_to_save,
     unpack,
 )
+from trainer.checkpoint.verify import verify_checkpoint
 from trainer.config import JobConfig, to_toml
+
+
+def load_step_hint(older: Path) -> str:
+    """How a resume picks ``older``."""
+    return f"resume from it with --checkpoint.load_step {step_of(older)}"
+
+
+def initial_load_hint(older: Path) -> str:
+    """How an initial load picks ``older``."""
+    return f"start from it with --checkpoint.initial_load_path {older}"
 
 
 class CheckpointManager:
@@ -95,14 +112,15 @@ class CheckpointManager:
         if folder is not None:
             if self.cfg.initial_load_path:
                 self.log("checkpoint: resuming this run, so initial_load_path is not used")
-            return self._load_full(parts, folder)
+            return self._load_full(parts, folder, load_step_hint)
         if not self.cfg.initial_load_path:
             return None
         source = resolve_source(Path(self.cfg.initial_load_path))
         if not self.cfg.initial_load_model_only:
-            return self._load_full(parts, source)
+            return self._load_full(parts, source, initial_load_hint)
         start = time.perf_counter()
         manifest = read_manifest(source)
+        verify_checkpoint(source, manifest, initial_load_hint)
         count = load_model_only(parts.model, source, read_metadata(source), manifest)
         self.log(
             f"initial weights: {count} tensors from {source} (step {manifest['step']}, "
@@ -115,6 +133,12 @@ class CheckpointManager:
         if not self.cfg.enable:
             return None
         if self.cfg.load_step > 0:
+            later = [p.name for s, p in complete_checkpoints(self.root) if s > self.cfg.load_step]
+            if later:
+                self.log(
+                    f"checkpoint: resuming from step {self.cfg.load_step} (checkpoint.load_step); "
+                    f"the later {', '.join(later)} stay until this run saves those steps"
+                )
             return step_folder(self.root, self.cfg.load_step)
         leftovers = unfinished_folders(self.root)
         if leftovers:
@@ -123,10 +147,16 @@ class CheckpointManager:
         complete = complete_checkpoints(self.root)
         return complete[-1][1] if complete else None
 
-    def _load_full(self, parts: TrainingParts, folder: Path) -> dict[str, Any]:
-        """Load every part of the state from ``folder`` and continue at its step."""
+    def _load_full(
+        self, parts: TrainingParts, folder: Path, hint: Callable[[Path], str]
+    ) -> dict[str, Any]:
+        """Load every part of the state from ``folder`` and continue at its step.
+
+        ``hint`` says how to pick an older checkpoint when this one fails verification.
+        """
         start = time.perf_counter()
         manifest = read_manifest(folder)
+        verify_checkpoint(folder, manifest, hint)
         metadata = read_metadata(folder)
         check_matches_run(folder, manifest, self.job, parts.model_args, adapter_scales(parts.model))
         _check_model_shapes(folder, metadata, parts)
@@ -146,10 +176,11 @@ class CheckpointManager:
             )
         load_into(folder, template, no_dist=False)
         apply_loaded(parts, template)
-        own = unpack(template["per_rank"][rank_key(source_rank)])
+        own_key = rank_key(source_rank)
+        own = unpack(template["per_rank"][own_key], folder, f"per_rank.{own_key}")
         restore_loader(parts.data.train, own["dataloader"], saved_world, world, str(folder))
         restore_rng(own["rng"], self.info.device)
-        progress = unpack(template["train"]["progress"])
+        progress = unpack(template["train"]["progress"], folder, "train.progress")
         self.last_saved_step = parts.step
         self.log(
             f"resumed from {folder} (step {parts.step}, written by {saved_world} "
@@ -187,6 +218,16 @@ class CheckpointManager:
         if self.pending is not None:
             self._finish_pending()
         step = parts.step
+        state = state_to_save(
+            parts, self.info.rank, self.info.world_size, self.info.device, progress
+        )
+        bad = non_finite_keys(state, self.info.device)
+        if bad:
+            raise CheckpointError(
+                f"refusing to save the checkpoint of step {step}: {bad[0]}"
+                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} holds NaN or Inf "
+                f"values; nothing was written and the earlier checkpoints in {self.root} are kept"
+            )
         folder = partial_folder(self.root, step)
         if self.info.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -195,9 +236,6 @@ class CheckpointManager:
         if dist.is_initialized():
             dist.barrier()
         start = time.perf_counter()
-        state = state_to_save(
-            parts, self.info.rank, self.info.world_size, self.info.device, progress
-        )
         describe = bind(
             build_manifest,
             step=step,
@@ -255,18 +293,29 @@ class CheckpointManager:
         """Rank 0: manifest and config into the written folder, rename it complete, prune."""
         folder = pending.folder
         (folder / "config.toml").write_text(to_toml(self.job))
-        manifest = pending.describe(files=list_files(folder))
+        files = list_files(folder)
+        checksums = collect_checksums(folder, list(files))
+        manifest = pending.describe(files=files, checksums=checksums)
         manifest["save_seconds"] = time.perf_counter() - pending.started
         write_manifest(folder, manifest)
         final = step_folder(self.root, pending.step)
         promote(folder, final)
-        removed = prune(self.root, self.cfg.keep_latest)
+        # Older checkpoints go only once the new one reads back intact.
+        verify_start = time.perf_counter()
+        verify_checkpoint(
+            final,
+            read_manifest(final),
+            lambda older: f"{older} is kept; the damaged new one was not used to delete it",
+            shared=False,
+        )
+        verify_s = time.perf_counter() - verify_start
+        removed = prune(self.root, self.cfg.keep_latest, pending.step)
         size = folder_bytes(final)
         note = f"; removed {', '.join(p.name for p in removed)}" if removed else ""
         self.log(
             f"checkpoint step {pending.step} saved to {final} in "
             f"{manifest['save_seconds']:.2f} s (training blocked {pending.blocking_s:.2f} s, "
-            f"{size / 2**20:.2f} MiB){note}"
+            f"{size / 2**20:.2f} MiB, read back and verified in {verify_s:.2f} s){note}"
         )
 
     def close(self) -> None:

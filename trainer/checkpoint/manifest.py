@@ -3,7 +3,8 @@
 Written by rank 0 into the partial folder after every rank's DCP files and DCP's
 ``.metadata`` exist, and before the folder is renamed to its complete name. It records the
 model sizes and the method (so export and resume need no other file), the world size the
-data loader state belongs to, and the size of every file (a truncated or missing file is
+data loader state belongs to, the settings that fix the data order (a resume must share
+them), and the size and XXH3 checksum of every file (a truncated, missing or changed file is
 reported as corruption before DCP reads a byte).
 """
 
@@ -18,13 +19,14 @@ from typing import Any
 
 import torch
 
+from trainer.checkpoint.checksum import ALGORITHM, SIDECAR_SUFFIX
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.layout import DCP_METADATA, MANIFEST, PARTIAL_SUFFIX
 from trainer.config import JobConfig
 from trainer.model.args import ModelArgs
 
-FORMAT_VERSION = 1
-"""Bumped when the layout of the saved state changes incompatibly."""
+FORMAT_VERSION = 2
+"""Bumped when the layout of the saved state changes incompatibly (2: JSON entries, checksums)."""
 
 METHOD_KEYS = {
     "full": ("name",),
@@ -38,6 +40,26 @@ adapter scale is compared through ``adapter_scales``)."""
 
 MODEL_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
 """Model sizes that must match on resume (norm_eps and rope_theta are reported, not enforced)."""
+
+
+RUN_KEYS = ("training.seq_len", "training.global_batch_size", "job.seed", "data.source")
+"""Settings that fix the data order and the sampler position; they must match on resume."""
+
+
+def data_source_of(cfg: JobConfig) -> str:
+    """The data source as recorded: embedded names as given, folders as absolute paths."""
+    source = cfg.data.source
+    return source if source.startswith("embedded:") else os.path.abspath(source)
+
+
+def run_record(cfg: JobConfig) -> dict[str, Any]:
+    """The values of :data:`RUN_KEYS` of this run."""
+    return {
+        "training.seq_len": cfg.training.seq_len,
+        "training.global_batch_size": cfg.training.global_batch_size,
+        "job.seed": cfg.job.seed,
+        "data.source": data_source_of(cfg),
+    }
 
 
 def method_record(cfg: JobConfig) -> dict[str, Any]:
@@ -67,8 +89,10 @@ def build_manifest(
     scales: dict[str, float],
     tokenizer: dict[str, Any],
     files: dict[str, int],
+    checksums: dict[str, str],
 ) -> dict[str, Any]:
-    """The manifest of a checkpoint of ``step`` whose folder holds ``files`` (name -> bytes).
+    """The manifest of a checkpoint of ``step`` whose folder holds ``files`` (name -> bytes)
+    with ``checksums`` (name -> hex XXH3-64).
 
     ``scales`` maps adapter module paths to their scale s (see :func:`adapter_scales`).
     """
@@ -83,13 +107,21 @@ def build_manifest(
         "method": method_record(cfg),
         "adapter_scales": scales,
         "tokenizer": tokenizer,
+        "run": run_record(cfg),
         "files": files,
+        "checksum_algorithm": ALGORITHM,
+        "checksums": checksums,
     }
 
 
 def list_files(folder: Path) -> dict[str, int]:
-    """Name -> size of the regular files directly in ``folder`` (the DCP files)."""
-    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    """Name -> size of the regular files directly in ``folder`` (the DCP files), leaving out
+    the writers' checksum sidecars and the manifest itself."""
+    return {
+        p.name: p.stat().st_size
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX) and p.name != MANIFEST
+    }
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -133,9 +165,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{manifest.get('format_version') if isinstance(manifest, dict) else None!r}, "
             f"this code reads {FORMAT_VERSION}"
         )
-    for key in ("step", "world_size", "model", "method", "adapter_scales", "files"):
+    for key in ("step", "world_size", "model", "method", "adapter_scales", "files", "checksums"):
         if key not in manifest:
             raise CheckpointError(f"checkpoint {folder} is corrupt: {MANIFEST} lacks {key!r}")
+    unchecked = sorted(set(manifest["files"]) - set(manifest["checksums"]))
+    if unchecked or manifest.get("checksum_algorithm") != ALGORITHM:
+        raise CheckpointError(
+            f"checkpoint {folder} is corrupt: {MANIFEST} records no {ALGORITHM} checksum for "
+            f"{', '.join(unchecked) or 'its files'}"
+        )
     check_files(folder, manifest["files"])
     return manifest
 
@@ -183,6 +221,13 @@ def check_matches_run(
         f"method.{k}: checkpoint {saved_method.get(k)!r}, config {want_method[k]!r}"
         for k in keys
         if saved_method.get(k) != want_method[k]
+    ]
+    saved_run = manifest.get("run", {})
+    want_run = run_record(cfg)
+    diffs += [
+        f"{k}: checkpoint {saved_run[k]!r}, config {want_run[k]!r}"
+        for k in RUN_KEYS
+        if k in saved_run and saved_run[k] != want_run[k]
     ]
     saved_scales = manifest["adapter_scales"]
     if not diffs and saved_scales != scales:

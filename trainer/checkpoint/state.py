@@ -6,16 +6,16 @@
     lr_scheduler   the LR scheduler's state_dict
     method.<name>  state_dict() of each object in MethodRuntime.stateful (the switch
                    controller: pointers, freeze counters, generator states, DTensor pools)
-    train          step and the run's progress record (losses so far), pickled
-    per_rank.rank_<r>  that rank's data loader state and RNG states, pickled
+    train          step and the run's progress record (losses so far), as JSON text
+    per_rank.rank_<r>  that rank's data loader state and RNG states, as JSON text
 
 Plain tensors and Python values are treated by DCP as replicated: rank 0's copy is written.
-Everything per rank is therefore under a key of its own.
+Everything per rank is therefore under a key of its own. The project's own entries are JSON
+text (trainer.checkpoint.plain_data), so reading them back builds data, never objects.
 """
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, Protocol
 
 import torch
@@ -27,6 +27,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from trainer.checkpoint.errors import CheckpointError
+from trainer.checkpoint.plain_data import from_text, to_text
 from trainer.checkpoint.rng import capture_rng
 
 
@@ -64,8 +66,8 @@ def state_to_save(
         "optimizer": get_optimizer_state_dict(parts.model, parts.method.optimizer),
         "lr_scheduler": parts.scheduler.state_dict(),
         "method": {name: obj.state_dict() for name, obj in parts.method.stateful.items()},
-        "train": {"step": parts.step, "progress": pickle.dumps(progress)},
-        "per_rank": {rank_key(rank): pickle.dumps(per_rank)},
+        "train": {"step": parts.step, "progress": to_text(progress)},
+        "per_rank": {rank_key(rank): to_text(per_rank)},
     }
 
 
@@ -80,8 +82,8 @@ def state_to_load(parts: TrainingParts, source_rank: int) -> dict[str, Any]:
         "optimizer": get_optimizer_state_dict(parts.model, parts.method.optimizer),
         "lr_scheduler": parts.scheduler.state_dict(),
         "method": {name: obj.state_dict() for name, obj in parts.method.stateful.items()},
-        "train": {"step": 0, "progress": b""},
-        "per_rank": {rank_key(source_rank): b""},
+        "train": {"step": 0, "progress": ""},
+        "per_rank": {rank_key(source_rank): ""},
     }
 
 
@@ -95,6 +97,11 @@ def apply_loaded(parts: TrainingParts, state: dict[str, Any]) -> None:
     parts.step = int(state["train"]["step"])
 
 
-def unpack(blob: bytes) -> Any:
-    """A pickled entry of the checkpoint (written by this code)."""
-    return pickle.loads(blob)
+def unpack(text: Any, folder: Any, key: str) -> Any:
+    """One of the project's JSON entries; a :class:`CheckpointError` naming it if unreadable."""
+    try:
+        return from_text(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {folder}: entry {key} is not the JSON record this code writes ({exc})"
+        ) from None

@@ -1,4 +1,8 @@
-"""The export's output folder: refuse to clobber, write aside, then swap in."""
+"""The export's output folder: refuse to clobber, write aside, then swap in.
+
+Every export leaves a marker file in its folder; ``--overwrite`` replaces only an empty
+folder or one holding that marker, so it never deletes files the exporter did not write.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from pathlib import Path
 
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.layout import CHECKPOINT_DIR, DCP_METADATA, MANIFEST
+
+MARKER = ".written-by-trainer-export"
+"""File in every export folder; its presence lets --overwrite replace the folder."""
 
 
 def looks_like_run_data(path: Path) -> bool:
@@ -32,6 +39,11 @@ def check_output(output: Path, checkpoint: Path, overwrite: bool) -> None:
         raise CheckpointError(
             f"output {output} holds a checkpoint or a run's dump folder; refusing to replace it"
         )
+    if any(output.iterdir()) and not (output / MARKER).is_file():
+        raise CheckpointError(
+            f"output {output} holds files this exporter did not write (no {MARKER}); "
+            "refusing to replace it: choose another --output or empty the folder yourself"
+        )
 
 
 def staging_folder(output: Path) -> Path:
@@ -40,6 +52,7 @@ def staging_folder(output: Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    (tmp / MARKER).write_text("written by scripts/export.py; --overwrite may replace this folder\n")
     return tmp
 
 

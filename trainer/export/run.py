@@ -10,7 +10,9 @@ Runs on one process without a GPU. ``hf`` writes ``config.json`` and ``model.saf
 (a dict of the same Hugging Face names, held in memory as a whole) and ``config.json``.
 ``--adapters-only`` writes lora_A / lora_B under the trainer's parameter names
 (``adapters.safetensors`` or ``adapters.pt``) plus ``adapter_config.json``. The output is
-written into a sibling folder and moved into place when complete.
+written into a sibling folder and moved into place when complete, with a marker file that
+lets a later ``--overwrite`` replace it (no other non-empty folder is ever replaced). The
+checkpoint's files are verified against their checksums before any is read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint.errors import CheckpointError
+from trainer.errors import InputError
 from trainer.export.hf_format import hf_config, hf_name, readable_by_all, write_safetensors
 from trainer.export.output import check_output, staging_folder, swap_in
 from trainer.export.source import ExportSource
@@ -192,7 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             max_shard_bytes=parse_size(args.max_shard_size),
         )
-    except (CheckpointError, ValueError) as exc:
+    except InputError as exc:
+        print(f"{exc.kind} error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"export error: {exc}", file=sys.stderr)
         return 2
     return 0

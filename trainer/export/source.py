@@ -18,6 +18,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from trainer.checkpoint.dcp_index import MODEL_PREFIX, read_metadata, read_tensors, tensor_entries
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.manifest import model_args_of, read_manifest
+from trainer.checkpoint.verify import verify_checkpoint
 from trainer.model.args import ModelArgs
 from trainer.model.llama import Llama
 
@@ -45,9 +46,10 @@ class ExportSource:
 
     @classmethod
     def open(cls, folder: str | Path) -> ExportSource:
-        """Check the folder (complete, intact, readable index) and index its model tensors."""
+        """Check the folder (complete, checksums intact, readable index); index its model tensors."""
         folder = Path(folder)
         manifest = read_manifest(folder)
+        verify_checkpoint(folder, manifest, lambda older: f"export it with --checkpoint {older}")
         entries = tensor_entries(read_metadata(folder))
         if not entries:
             raise CheckpointError(f"checkpoint {folder} holds no model tensors")
