@@ -24,7 +24,7 @@ from parallel.activation_checkpoint import apply_activation_checkpointing
 from parallel.compile import apply_compile
 from parallel.distributed import DistInfo, init_distributed, shutdown
 from parallel.float8 import apply_float8, has_float8_hardware, precompute_float8_scales
-from parallel.fsdp import apply_fsdp, mixed_precision_policy
+from parallel.fsdp import apply_fsdp, mixed_precision_policy, set_gradient_sync
 from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, to_toml
 from trainer.config_checks import (
@@ -186,11 +186,18 @@ class StepResult:
 
 
 def forward_backward(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Accumulate the gradients of ``batches``; returns this rank's share of the mean loss."""
+    """Accumulate the gradients of ``batches``; returns this rank's share of the mean loss.
+
+    Gradients are reduced across ranks only in the last micro-batch's backward: the earlier
+    ones accumulate unreduced gradients locally, so a step moves the same bytes whatever
+    the number of micro-batches.
+    """
     device = tr.info.device
     tokens_per_step = tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
     loss_sum = torch.zeros((), device=device)
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if len(batches) > 1:
+            set_gradient_sync(tr.model, i == len(batches) - 1)
         inputs = batch["input"].to(device, non_blocking=True)
         targets = batch["target"].to(device, non_blocking=True)
         logits = tr.model(inputs)
