@@ -126,10 +126,16 @@ class Parallel:
     """Data-parallel replicate degree; >1 with dp_shard>1 is HSDP, dp_shard=1 is replicate-only (DDP semantics)."""
     reshard_after_forward: bool = True
     """Free all-gathered block parameters after forward (ZeRO-3) instead of keeping them for backward."""
-    activation_checkpoint: Literal["none", "full"] = "none"
-    """Recompute each block's activations in backward to save memory."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     """Process-group backend: auto = nccl when CUDA is available, gloo otherwise."""
+
+
+@dataclass
+class ActivationCheckpoint:
+    mode: Literal["none", "full", "selective"] = "none"
+    """Recompute activations in backward to save memory: none; full (every block); selective (see selective_ac_option)."""
+    selective_ac_option: str = "op"
+    """With mode = "selective": "op" keeps the outputs of matmuls and attention in every block and recomputes the rest (norms, rotary, SiLU); an integer k fully recomputes every k-th block and keeps the others."""
 
 
 @dataclass
@@ -245,6 +251,7 @@ class JobConfig:
     lr_schedule: LRSchedule = field(default_factory=LRSchedule)
     training: Training = field(default_factory=Training)
     parallel: Parallel = field(default_factory=Parallel)
+    activation_checkpoint: ActivationCheckpoint = field(default_factory=ActivationCheckpoint)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     metrics: Metrics = field(default_factory=Metrics)
     compile: Compile = field(default_factory=Compile)

@@ -115,8 +115,9 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
         apply_float8(
             model, p.float8_recipe, p.float8_all_gather, not has_float8_hardware(info.device)
         )
-    if cfg.parallel.activation_checkpoint == "full":
-        apply_activation_checkpointing(model)
+    ac = cfg.activation_checkpoint
+    if ac.mode != "none":
+        apply_activation_checkpointing(model, ac.mode, ac.selective_ac_option)
     if cfg.compile.enable:
         apply_compile(model)
     apply_fsdp(
