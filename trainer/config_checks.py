@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from parallel.activation_checkpoint import parse_every
@@ -42,6 +43,14 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             parse_every(ac.selective_ac_option)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if cfg.profiling.profile_freq <= 0:
+        raise ConfigError(
+            f"profiling.profile_freq: must be positive, got {cfg.profiling.profile_freq}"
+        )
+    if cfg.metrics.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "metrics.wandb: the wandb package is not installed (pip install '.[wandb]')"
+        )
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
     if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:
