@@ -47,8 +47,15 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-if ! timeout "$T_IMPORT" "$PY" -c "import torchao, torchdata, tyro" >/dev/null 2>&1; then
-  echo "gpu_check: torchao, torchdata or tyro does not import; carry the .whl folder (fill it with the wheel download of README 'GPU check')"
+# Found without importing them (torchao's import alone takes seconds): a missing wheel is
+# named at once instead of failing every test and case later.
+missing=$(timeout "$T_IMPORT" "$PY" -c '
+import importlib.util
+print(" ".join(n for n in ("torchao", "torchdata", "tyro") if importlib.util.find_spec(n) is None))
+' 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ] || [ -n "$missing" ]; then
+  echo "gpu_check: cannot import ${missing:-torchao, torchdata, tyro (python exit $rc)}: carry the .whl folder (README, 'GPU check')"
   exit 3
 fi
 mark imports 0
@@ -73,7 +80,8 @@ cat "$OUT/env.txt"
 if [ "${1:-}" = "--smoke" ]; then
   switch_config=configs/tiny_switch.toml
   full_config=configs/tiny_full.toml
-  model=(--model.flavor debug --training.seq_len 64)
+  model=(--model.flavor debug --training.seq_len 32)
+  steps=(--warmup 1 --steps 2)
   export SWITCHLORA_GPU_TESTS=cpu
   # A CPU compiles Triton-free C++ kernels slowly: the smoke runs the uncompiled tests.
   tests_select=(-k "library_matches_reference or offloaded_pools")
@@ -82,6 +90,7 @@ else
   full_config=configs/llama1b_full.toml
   model=(${LAYERS:+--model.n_layers "$LAYERS"})
   tests_select=()
+  steps=(--warmup 3 --steps 6)
 fi
 
 timeout "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider --durations=0 tests/gpu \
@@ -103,7 +112,7 @@ for precision in bf16 float8; do
     [ "$method" = full ] && config=$full_config
     timeout "$T_CASE" "$PY" scripts/bench.py --config "$config" \
       --methods "$method" --precisions "$precision" --layouts fsdp \
-      --warmup 3 --steps 6 --out "$cases/$method-$precision" \
+      "${steps[@]}" --out "$cases/$method-$precision" \
       --data.source embedded:shakespeare --data.tokenizer byte --data.num_workers 0 \
       --training.global_batch_size 16 --training.local_batch_size 8 \
       ${model[@]+"${model[@]}"} 2>&1 | tee -a "$OUT/bench.log"
