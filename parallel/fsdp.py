@@ -3,7 +3,11 @@
 Frozen parameters (an adapter's base weight) are frozen before sharding, so FSDP2 never
 allocates or reduces a gradient for them: only trainable tensors are reduce-scattered.
 Gradients are summed, not averaged (divide factor 1): the loss is already normalised by
-the global token count.
+the global token count. The reductions are a plain SUM on every backend: with a factor of 1
+FSDP2 would otherwise pick PREMUL_SUM(1.0) on NCCL (AVG on a one-rank shard group), ops that
+gloo lacks; a plain SUM is exact here and keeps the path that the CPU tests exercise.
+With several micro-batches per step, :func:`set_gradient_sync` turns the reductions off for
+all but the last, so each step reduces every gradient once.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
@@ -53,11 +56,21 @@ def apply_fsdp(
     fully_shard(model, reshard_after_forward=reshard_after_forward, **kwargs)
     for module in model.modules():
         if isinstance(module, FSDPModule):
-            set_divide = (
-                getattr(module, "set_gradient_divide_factor", None)
-                or module.set_reduce_scatter_divide_factor
-            )
-            set_divide(1.0)
-            if dist.get_backend(mesh.get_group(mesh.ndim - 1)) == "gloo":
-                # Gloo has no PREMUL_SUM; a plain SUM with divide factor 1 is exactly right.
-                module.set_force_sum_reduction_for_comms(True)
+            force_plain_sum(module)
+
+
+def force_plain_sum(module: FSDPModule) -> None:
+    """Divide factor 1 and ReduceOp.SUM for the reduce-scatter and all-reduce of ``module``."""
+    set_divide = (
+        getattr(module, "set_gradient_divide_factor", None)
+        or module.set_reduce_scatter_divide_factor
+    )
+    set_divide(1.0)
+    # With the force flag FSDP2 reduces with SUM and post-divides by the factor, skipped at 1.
+    module.set_force_sum_reduction_for_comms(True)
+
+
+def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
+    """Reduce gradients in the next backward (True) or accumulate them unreduced (False)."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(enabled, recurse=True)

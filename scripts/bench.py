@@ -38,6 +38,7 @@ from parallel.distributed import init_distributed, shutdown  # noqa: E402
 from trainer.bench_counts import traffic_saving  # noqa: E402
 from trainer.bench_report import add_ratios, combine_rounds, markdown_table  # noqa: E402
 from trainer.bench_run import (  # noqa: E402
+    AC_MODES,
     LAYOUTS,
     PRECISIONS,
     Case,
@@ -68,6 +69,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--precisions", default="bf16", help=f"comma-separated: {', '.join(PRECISIONS)}")
     p.add_argument("--layouts", default="fsdp", help=f"comma-separated: {', '.join(LAYOUTS)}")
+    p.add_argument(
+        "--ac",
+        default="none",
+        help=f"comma-separated activation checkpointing: {', '.join(AC_MODES)}",
+    )
     p.add_argument("--warmup", type=int, default=3, help="unmeasured steps per case")
     p.add_argument("--steps", type=int, default=5, help="measured steps per case")
     p.add_argument("--out", default="outputs/bench", help="folder for results.json / results.md")
@@ -100,10 +106,11 @@ def cases_of(args: argparse.Namespace) -> list[Case]:
         if m not in known_methods():
             raise SystemExit(f"unknown method {m!r}; the config accepts {known_methods()}")
     return [
-        Case(m, p, lay)
+        Case(m, p, lay, ac)
         for lay in args.layouts.split(",")
         for p in args.precisions.split(",")
         for m in methods
+        for ac in args.ac.split(",")
     ]
 
 
@@ -251,9 +258,9 @@ def main(argv: list[str]) -> int:
     for i, case in enumerate(cases_of(args) * args.rounds):
         sub = Path(args.out) / "cases" / f"{i:02d}"
         per_case = child
-        for flag in ("--methods", "--precisions", "--layouts", "--out", "--rounds"):
+        for flag in ("--methods", "--precisions", "--layouts", "--ac", "--out", "--rounds"):
             per_case = strip(per_case, flag, True)
-        selection = ["--methods", case.method, "--precisions", case.precision]
+        selection = ["--methods", case.method, "--precisions", case.precision, "--ac", case.ac]
         selection += ["--layouts", case.layout, "--out", str(sub), "--quiet"]
         torchrun(args.nproc, [*per_case, *selection])
         rounds.setdefault(case, []).extend(

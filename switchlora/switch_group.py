@@ -39,6 +39,7 @@ from switchlora.candidates import (
     seeded_candidates,
     sequential_choice,
 )
+from switchlora.host_memory import pinned_empty
 from switchlora.index_pack import IndexPack
 from switchlora.init import init_bounds, initial_pool_indices
 from switchlora.layer_state import HostCounters, LayerSwitchState
@@ -451,10 +452,11 @@ def _require_sharded(params: list[torch.Tensor], states: list[LayerSwitchState])
 def _pool_storage(
     shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, offload: bool
 ) -> torch.Tensor:
-    """Stacked pools on the compute device, or in CPU memory (pinned when CUDA exists)."""
+    """Stacked pools on the compute device, or in CPU memory (pinned, exact size, when CUDA
+    exists: see switchlora.host_memory)."""
     if not offload:
         return torch.empty(shape, dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available())
+    return pinned_empty(shape, dtype)
 
 
 def _pool_index(pack: IndexPack, pool: torch.Tensor, values: np.ndarray) -> int:

@@ -53,21 +53,32 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
     """Add ``vs_full`` (and ``vs_lora``) ratios against the full-rank (LoRA) result of the
     same precision and layout, and ``vs_bf16`` (step time against the same method and layout
     in bf16: below 1 is a float8 speed-up)."""
-    bf16 = {(r["method"], r["layout"]): r for r in results if r["precision"] == "bf16"}
+
+    def ac(r: dict[str, Any]) -> str:
+        return r.get("ac", "none")
+
+    bf16 = {(r["method"], r["layout"], ac(r)): r for r in results if r["precision"] == "bf16"}
     for r in results:
-        other = bf16.get((r["method"], r["layout"]))
+        other = bf16.get((r["method"], r["layout"], ac(r)))
         if other is not None and other is not r:
             r["vs_bf16"] = {"step_time": time_ratio(r, other, "step")}
-    full = {(r["precision"], r["layout"]): r for r in results if r["method"] == "full"}
-    lora = {(r["precision"], r["layout"]): r for r in results if r["method"] == "lora"}
+    full = {(r["precision"], r["layout"], ac(r)): r for r in results if r["method"] == "full"}
+    lora = {(r["precision"], r["layout"], ac(r)): r for r in results if r["method"] == "lora"}
+    none = {(r["method"], r["precision"], r["layout"]): r for r in results if ac(r) == "none"}
     for r in results:
-        other = lora.get((r["precision"], r["layout"]))
+        plain = none.get((r["method"], r["precision"], r["layout"]))
+        if plain is not None and plain is not r:
+            r["vs_no_ac"] = {
+                "step_time": time_ratio(r, plain, "step"),
+                "peak_memory": _ratio(r["peak_bytes"], plain["peak_bytes"]),
+            }
+        other = lora.get((r["precision"], r["layout"], ac(r)))
         if other is not None:
             r["vs_lora"] = {
                 "step_time": time_ratio(r, other, "step"),
                 "cpu_time": time_ratio(r, other, "cpu"),
             }
-        base = full.get((r["precision"], r["layout"]))
+        base = full.get((r["precision"], r["layout"], ac(r)))
         if base is None:
             continue
         base_reduce = reduce_bytes(base)
@@ -111,14 +122,20 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     ]
     mem_rows = [
         "| method | precision | layout | peak MiB | trainable params MiB | frozen params MiB | "
-        "grads MiB | optimizer MiB | pools MiB | MFU | graphs | graph breaks | recompiles (measured) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "grads MiB | optimizer MiB | pools MiB | MFU | warm-up s | graphs | graph breaks | "
+        "recompiles (measured) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     split_rows = [
         "| method | precision | layout | switch ms | decide | read | gather | write | "
         "of which W update | reset | W update share of step | W pass floor | "
         "floor share of step | W update / floor |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ac_rows = [
+        "| method | precision | layout | checkpointing | step ms | vs none | peak MiB | "
+        "peak vs none |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     guard_rows = [
         "| method | precision | layout | step ms | guard ms/step | guarded / unguarded step |",
@@ -128,6 +145,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         comm = r["comm_per_step"]
         vs, vl = r.get("vs_full", {}), r.get("vs_lora", {})
         key = f"| {r['method']} | {r['precision']} | {r['layout']} |"
+        if r.get("ac", "none") != "none":
+            key = f"| {r['method']} | {r['precision']} | {r['layout']} ac-{r['ac']} |"
+        if "vs_no_ac" in r or (r.get("ac", "none") == "none" and len(results) > 1):
+            va = r.get("vs_no_ac", {})
+            ac_rows.append(
+                f"| {r['method']} | {r['precision']} | {r['layout']} | {r.get('ac', 'none')} | "
+                f"{r['step_s'] * 1e3:.1f} | {_fmt(va.get('step_time'), '.3f')} | "
+                f"{_mib(r['peak_bytes'])} | {_fmt(va.get('peak_memory'), '.3f')} |"
+            )
         time_rows.append(
             f"{key} {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.1f} | "
             f"{_fmt(vs.get('step_time'), '.3f')} | {_fmt(vl.get('step_time'), '.3f')} | "
@@ -146,7 +172,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"{key} {_mib(r['peak_bytes'])} | {_mib(r['param_bytes']['trainable'])} | "
             f"{_mib(r['param_bytes']['frozen'])} | {_mib(r['grad_bytes'])} | "
             f"{_mib(r['optimizer_bytes'])} | {_mib(r['pool_bytes'])} | "
-            f"{_fmt(mfu, '.1%')} | {r['compiled_graphs']} | {r['graph_breaks']} | "
+            f"{_fmt(mfu, '.1%')} | {_fmt(r.get('warmup_s'), '.1f')} | "
+            f"{r['compiled_graphs']} | {r['graph_breaks']} | "
             f"{r['recompiles_measured']} |"
         )
         split = r.get("switch_breakdown_s")
@@ -166,4 +193,6 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             )
     tables = [time_rows, comm_rows, mem_rows] + ([split_rows] if len(split_rows) > 2 else [])
     tables += [guard_rows] if len(guard_rows) > 2 else []
+    if any("vs_no_ac" in r for r in results):
+        tables.append(ac_rows)
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"

@@ -52,6 +52,24 @@ PRECISIONS: dict[str, list[str]] = {
 }
 """Precision names of the benchmark and the config flags each sets."""
 
+AC_MODES: dict[str, list[str]] = {
+    "none": ["--activation_checkpoint.mode", "none"],
+    "full": ["--activation_checkpoint.mode", "full"],
+    "every2": [
+        "--activation_checkpoint.mode",
+        "selective",
+        "--activation_checkpoint.selective_ac_option",
+        "2",
+    ],
+    "op": [
+        "--activation_checkpoint.mode",
+        "selective",
+        "--activation_checkpoint.selective_ac_option",
+        "op",
+    ],
+}
+"""Activation-checkpointing names of the benchmark and the config flags each sets."""
+
 LAYOUTS = ("fsdp", "hsdp", "replicate")
 """fsdp: shard over all ranks; hsdp: 2 replicas x world/2 shards; replicate: DDP semantics."""
 
@@ -63,10 +81,13 @@ class Case:
     method: str
     precision: str
     layout: str
+    ac: str = "none"
+    """Activation checkpointing, a key of :data:`AC_MODES`."""
 
     @property
     def name(self) -> str:
-        return f"{self.method}/{self.precision}/{self.layout}"
+        suffix = "" if self.ac == "none" else f"/ac-{self.ac}"
+        return f"{self.method}/{self.precision}/{self.layout}{suffix}"
 
 
 def layout_flags(layout: str, world: int) -> list[str]:
@@ -86,11 +107,14 @@ def case_flags(case: Case, world: int) -> list[str]:
     """Config flags that select a case (method, precision, layout), no logging or checkpoints."""
     if case.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {case.precision!r}; known: {', '.join(PRECISIONS)}")
+    if case.ac not in AC_MODES:
+        raise ValueError(f"unknown checkpointing {case.ac!r}; known: {', '.join(AC_MODES)}")
     return [
         "--method.name",
         case.method,
         *PRECISIONS[case.precision],
         *layout_flags(case.layout, world),
+        *AC_MODES[case.ac],
         "--metrics.tensorboard",
         "False",
         "--checkpoint.enable",
@@ -258,6 +282,8 @@ class CaseRun:
     """Local gradient bytes, read right before the first measured switch."""
     compiled_graphs: int = 0
     """Graphs compiled during the warm-up."""
+    warmup_s: float = 0.0
+    """Wall seconds of the warm-up steps (with compile enabled: mostly compile time)."""
     graph_breaks: int = 0
     """Graph breaks during the warm-up."""
     recompiles_measured: int = 0
@@ -281,9 +307,12 @@ def start_case(tr: Trainer, warmup: int) -> CaseRun:
         hook = getattr(tr.method, name)
         setattr(tr.method, name, _timed(hook, device, run.hook_times, run.hook_cpu))
     graphs0, breaks0 = _dynamo_totals()
+    _sync(device)
+    start = time.perf_counter()
     for _ in range(warmup):
         run.loss = train_step(tr, run.next_step_batches()).loss
     _sync(device)
+    run.warmup_s = time.perf_counter() - start
     graphs1, breaks1 = _dynamo_totals()
     run.compiled_graphs, run.graph_breaks = graphs1 - graphs0, breaks1 - breaks0
     inner_before = tr.method.before_optimizer_step
@@ -391,6 +420,7 @@ def finish_case(run: CaseRun) -> dict[str, Any]:
             for kind, totals in run.comm.items()
         },
         "compiled_graphs": run.compiled_graphs,
+        "warmup_s": _max_over_ranks([run.warmup_s], device)[0],
         "graph_breaks": run.graph_breaks + run.graph_breaks_measured,
         "recompiles_measured": run.recompiles_measured,
         "graph_breaks_measured": run.graph_breaks_measured,
@@ -441,6 +471,7 @@ def case_record(cfg: JobConfig, info: Any, case: Case, result: dict[str, Any]) -
         "method": case.method,
         "precision": case.precision,
         "layout": case.layout,
+        "ac": case.ac,
         "world_size": info.world_size,
         "dp_replicate": cfg.parallel.dp_replicate,
         "dp_shard": cfg.parallel.dp_shard,

@@ -126,10 +126,16 @@ class Parallel:
     """Data-parallel replicate degree; >1 with dp_shard>1 is HSDP, dp_shard=1 is replicate-only (DDP semantics)."""
     reshard_after_forward: bool = True
     """Free all-gathered block parameters after forward (ZeRO-3) instead of keeping them for backward."""
-    activation_checkpoint: Literal["none", "full"] = "none"
-    """Recompute each block's activations in backward to save memory."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     """Process-group backend: auto = nccl when CUDA is available, gloo otherwise."""
+
+
+@dataclass
+class ActivationCheckpoint:
+    mode: Literal["none", "full", "selective"] = "none"
+    """Recompute activations in backward to save memory: none; full (every block); selective (see selective_ac_option)."""
+    selective_ac_option: str = "op"
+    """With mode = "selective": "op" keeps the outputs of matmuls and attention in every block and recomputes the rest (norms, rotary, SiLU); an integer k fully recomputes every k-th block and keeps the others."""
 
 
 @dataclass
@@ -156,8 +162,26 @@ class Metrics:
     """Console line and TensorBoard scalars every this many steps."""
     tensorboard: bool = True
     """Write TensorBoard events under <dump_folder>/tb/."""
+    wandb: bool = False
+    """Also log the scalars to Weights & Biases (rank 0; needs the 'wandb' extra). Offline unless the environment sets WANDB_MODE (e.g. online): the run folder is <dump_folder>/wandb/."""
+    wandb_project: str = "switchlora"
+    """Weights & Biases project name (the run is named after job.name)."""
     rank_diagnostic_every: int = 0
     """Every this many steps (and at the last), log the singular values and effective rank of each projection's accumulated update W - W_init + s*B*A (TensorBoard histograms, <dump_folder>/rank_diagnostic.jsonl); 0 = off."""
+
+
+@dataclass
+class Profiling:
+    enable_profiling: bool = False
+    """Write a torch.profiler trace of every profile_freq-th step to <dump_folder>/<save_traces_folder>/iteration_<step>/rank<r>_trace.json."""
+    save_traces_folder: str = "profile_trace"
+    """Folder for the traces, under the dump folder."""
+    profile_freq: int = 10
+    """Trace (and snapshot) every this many steps; the step before each trace is a profiler warm-up."""
+    enable_memory_snapshot: bool = False
+    """CUDA only: record allocation history and dump a memory snapshot every profile_freq steps to <dump_folder>/<save_memory_snapshot_folder>/iteration_<step>/rank<r>_memory_snapshot.pickle."""
+    save_memory_snapshot_folder: str = "memory_snapshot"
+    """Folder for the memory snapshots, under the dump folder."""
 
 
 @dataclass
@@ -245,8 +269,10 @@ class JobConfig:
     lr_schedule: LRSchedule = field(default_factory=LRSchedule)
     training: Training = field(default_factory=Training)
     parallel: Parallel = field(default_factory=Parallel)
+    activation_checkpoint: ActivationCheckpoint = field(default_factory=ActivationCheckpoint)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     metrics: Metrics = field(default_factory=Metrics)
+    profiling: Profiling = field(default_factory=Profiling)
     compile: Compile = field(default_factory=Compile)
     precision: Precision = field(default_factory=Precision)
     method: Method = field(default_factory=Method)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+from parallel.activation_checkpoint import parse_every
 from trainer.config import ConfigError, JobConfig
 from trainer.model.args import ModelArgs, resolve_model_args
 
@@ -34,6 +36,20 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
         raise ConfigError(
             f"training.max_skipped_steps: must be >= 0 (0 = stop at the first), got "
             f"{t.max_skipped_steps}"
+        )
+    ac = cfg.activation_checkpoint
+    if ac.mode == "selective" and ac.selective_ac_option != "op":
+        try:
+            parse_every(ac.selective_ac_option)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if cfg.profiling.profile_freq <= 0:
+        raise ConfigError(
+            f"profiling.profile_freq: must be positive, got {cfg.profiling.profile_freq}"
+        )
+    if cfg.metrics.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "metrics.wandb: the wandb package is not installed (pip install '.[wandb]')"
         )
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")

@@ -1,11 +1,13 @@
-"""Console lines, TensorBoard scalars and device facts (peak FLOPs, memory)."""
+"""Console lines, TensorBoard (and optionally Weights & Biases) scalars, device facts."""
 
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,23 +42,42 @@ def peak_memory_gib(device: torch.device) -> float:
     return rss_kib / 2**20
 
 
-class MetricsLogger:
-    """Writes scalars to TensorBoard (rank 0 only) and prints one line per log step."""
+def start_wandb(folder: Path, project: str, name: str, config: dict[str, Any]) -> Any:
+    """A Weights & Biases run under ``folder``/wandb, offline unless WANDB_MODE says otherwise
+    (offline needs no network and no account; ``wandb sync`` uploads the folder later)."""
+    import wandb
 
-    def __init__(self, folder: Path | None, enabled: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=project,
+        name=name,
+        dir=str(folder),
+        config=config,
+        mode=os.environ.get("WANDB_MODE", "offline"),
+    )
+
+
+class MetricsLogger:
+    """Writes scalars to TensorBoard and Weights & Biases (rank 0 only) and prints one line
+    per log step. ``wandb_run`` is a run from :func:`start_wandb` (None: no W&B logging)."""
+
+    def __init__(self, folder: Path | None, enabled: bool, wandb_run: Any = None) -> None:
         self.writer = None
         self.enabled = enabled
+        self.wandb_run = wandb_run if enabled else None
         if enabled and folder is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(folder))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        finite = {t: v for t, v in values.items() if v is not None and math.isfinite(v)}
+        if self.wandb_run is not None and finite:
+            self.wandb_run.log(finite, step=step)
         if self.writer is None:
             return
-        for tag, value in values.items():
-            if value is not None and math.isfinite(value):
-                self.writer.add_scalar(tag, value, step)
+        for tag, value in finite.items():
+            self.writer.add_scalar(tag, value, step)
 
     def line(self, text: str) -> None:
         if self.enabled:
@@ -66,6 +87,9 @@ class MetricsLogger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
 
 
 def format_step_line(step: int, total: int, values: dict[str, float]) -> str:
@@ -73,6 +97,10 @@ def format_step_line(step: int, total: int, values: dict[str, float]) -> str:
     parts.append(f"lr {values['train/lr']:.2e}")
     parts.append(f"gnorm {values['train/grad_norm']:.3f}")
     parts.append(f"{values['perf/tokens_per_s'] / 1e3:.1f}k tok/s")
+    if "perf/tokens_per_s_per_device" in values:
+        parts.append(f"{values['perf/tokens_per_s_per_device'] / 1e3:.1f}k tok/s/dev")
+    if "perf/tflops_per_device" in values:
+        parts.append(f"{values['perf/tflops_per_device']:.2f} TFLOP/s/dev")
     parts.append(f"{values['perf/step_time_s']:.3f} s/step")
     if values.get("perf/mfu") is not None:
         parts.append(f"mfu {values['perf/mfu']:.1%}")

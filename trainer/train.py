@@ -24,9 +24,9 @@ from parallel.activation_checkpoint import apply_activation_checkpointing
 from parallel.compile import apply_compile
 from parallel.distributed import DistInfo, init_distributed, shutdown
 from parallel.float8 import apply_float8, has_float8_hardware, precompute_float8_scales
-from parallel.fsdp import apply_fsdp, mixed_precision_policy
+from parallel.fsdp import apply_fsdp, mixed_precision_policy, set_gradient_sync
 from trainer.checkpoint import CheckpointManager
-from trainer.config import ConfigError, JobConfig, to_toml
+from trainer.config import ConfigError, JobConfig, config_to_dict, to_toml
 from trainer.config_checks import (
     check_config,
     check_model_args,
@@ -37,11 +37,18 @@ from trainer.data.loader import DataBundle, build_data, build_val_loader
 from trainer.diagnostics.rank import log_rank_diagnostic
 from trainer.lr_schedule import build_scheduler
 from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
-from trainer.metrics import MetricsLogger, format_step_line, peak_flops, peak_memory_gib
+from trainer.metrics import (
+    MetricsLogger,
+    format_step_line,
+    peak_flops,
+    peak_memory_gib,
+    start_wandb,
+)
 from trainer.model.args import ModelArgs
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
+from trainer.profiling import StepProfiler, step_profiler
 
 
 @dataclass
@@ -115,8 +122,9 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
         apply_float8(
             model, p.float8_recipe, p.float8_all_gather, not has_float8_hardware(info.device)
         )
-    if cfg.parallel.activation_checkpoint == "full":
-        apply_activation_checkpointing(model)
+    ac = cfg.activation_checkpoint
+    if ac.mode != "none":
+        apply_activation_checkpointing(model, ac.mode, ac.selective_ac_option)
     if cfg.compile.enable:
         apply_compile(model)
     apply_fsdp(
@@ -186,11 +194,18 @@ class StepResult:
 
 
 def forward_backward(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Accumulate the gradients of ``batches``; returns this rank's share of the mean loss."""
+    """Accumulate the gradients of ``batches``; returns this rank's share of the mean loss.
+
+    Gradients are reduced across ranks only in the last micro-batch's backward: the earlier
+    ones accumulate unreduced gradients locally, so a step moves the same bytes whatever
+    the number of micro-batches.
+    """
     device = tr.info.device
     tokens_per_step = tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
     loss_sum = torch.zeros((), device=device)
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if len(batches) > 1:
+            set_gradient_sync(tr.model, i == len(batches) - 1)
         inputs = batch["input"].to(device, non_blocking=True)
         targets = batch["target"].to(device, non_blocking=True)
         logits = tr.model(inputs)
@@ -256,9 +271,13 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     if info.is_main:
         dump.mkdir(parents=True, exist_ok=True)
     tr = build_trainer(cfg, info)
-    logger = MetricsLogger(dump / "tb" if cfg.metrics.tensorboard else None, enabled=info.is_main)
+    wandb_run = None
+    if cfg.metrics.wandb and info.is_main:
+        wandb_run = start_wandb(dump, cfg.metrics.wandb_project, cfg.job.name, config_to_dict(cfg))
+    logger = MetricsLogger(
+        dump / "tb" if cfg.metrics.tensorboard else None, enabled=info.is_main, wandb_run=wandb_run
+    )
     t = cfg.training
-    tokens_per_step = t.global_batch_size * t.seq_len
     n_params = sum(p.numel() for p in tr.model.parameters())
     n_trainable = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
     logger.line(
@@ -286,6 +305,43 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
         result = TrainResult(t.steps, initial_val_loss=initial_val, final_val_loss=initial_val)
         result.val_losses[0] = initial_val
 
+    with step_profiler(cfg.profiling, dump, info.rank, info.device, tr.step, logger.line) as prof:
+        train_loop(tr, ckpt, logger, result, prof, flops_per_token, peak)
+    logger.line(
+        f"final | {cfg.job.name} | step {tr.step} | val loss {result.final_val_loss:.4f} | "
+        f"val ppl {result.final_val_ppl:.2f} (initial {result.initial_val_ppl:.2f})"
+    )
+    logger.close()
+    if info.is_main:
+        summary = {
+            "steps": result.steps,
+            "initial_val_loss": result.initial_val_loss,
+            "final_val_loss": result.final_val_loss,
+            "final_val_ppl": result.final_val_ppl,
+            "train_losses": result.train_losses,
+            "val_losses": result.val_losses,
+            "skipped_steps": result.skipped_steps,
+            "params": n_params,
+            "trainable_params": n_trainable,
+        }
+        (dump / "summary.json").write_text(json.dumps(summary, indent=2))
+    ckpt.close()
+    return result
+
+
+def train_loop(
+    tr: Trainer,
+    ckpt: CheckpointManager,
+    logger: MetricsLogger,
+    result: TrainResult,
+    prof: StepProfiler,
+    flops_per_token: float,
+    peak: float | None,
+) -> None:
+    """Step until ``training.steps``: metrics, validation, diagnostics and checkpoints."""
+    cfg, info, t = tr.cfg, tr.info, tr.cfg.training
+    dump = Path(cfg.job.dump_folder)
+    tokens_per_step = t.global_batch_size * t.seq_len
     train_iter = iter(tr.data.train)
     window_start = time.perf_counter()
     window_steps = 0
@@ -295,6 +351,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
         ckpt.wait_for_staging()
         batches = [next(train_iter) for _ in range(tr.grad_accum)]
         out = train_step(tr, batches)
+        prof.step(tr.step)
         window_steps += 1
         if out.skipped:
             skipped_in_a_row += 1
@@ -328,6 +385,11 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
                 "perf/step_time_s": elapsed / window_steps,
                 "mem/peak_gib": peak_memory_gib(info.device),
             }
+            # Per device beside the global figures: comparable across world sizes.
+            values["perf/tokens_per_s_per_device"] = tokens_per_s / info.world_size
+            values["perf/tflops_per_device"] = (
+                flops_per_token * tokens_per_s / info.world_size / 1e12
+            )
             if peak:
                 values["perf/mfu"] = flops_per_token * tokens_per_s / (peak * info.world_size)
             logger.scalars(tr.step, values)
@@ -351,24 +413,3 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
                 tr.model, cfg, tr.step, logger.writer, dump if info.is_main else None
             )
         ckpt.maybe_save(tr, dataclasses.asdict(result), last)
-
-    logger.line(
-        f"final | {cfg.job.name} | step {tr.step} | val loss {result.final_val_loss:.4f} | "
-        f"val ppl {result.final_val_ppl:.2f} (initial {result.initial_val_ppl:.2f})"
-    )
-    logger.close()
-    if info.is_main:
-        summary = {
-            "steps": result.steps,
-            "initial_val_loss": result.initial_val_loss,
-            "final_val_loss": result.final_val_loss,
-            "final_val_ppl": result.final_val_ppl,
-            "train_losses": result.train_losses,
-            "val_losses": result.val_losses,
-            "skipped_steps": result.skipped_steps,
-            "params": n_params,
-            "trainable_params": n_trainable,
-        }
-        (dump / "summary.json").write_text(json.dumps(summary, indent=2))
-    ckpt.close()
-    return result

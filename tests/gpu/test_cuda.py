@@ -110,8 +110,11 @@ def _train(steps: int, *flags: str, stance_after: int | None = None):
 
 
 def test_compiled_bf16_switchlora_trains_without_recompiles():
+    """bf16 compute (tiny_switch.toml has no precision section: fp32 unless set here)."""
     torch._dynamo.reset()
-    losses, switched, tr = _train(30, "--compile.enable", "True", stance_after=3)
+    losses, switched, tr = _train(
+        30, "--compile.enable", "True", "--precision.mode", "bf16", stance_after=3
+    )
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < losses[0] - 1.0
     assert switched == 30 * 28 * 2 * 2  # r / interval0 = 2 A rows and 2 B columns everywhere
@@ -124,8 +127,12 @@ def test_offloaded_pools_are_pinned_and_train_like_resident_ones():
     offloaded, _, tr = _train(12, "--method.pool_offload_cpu", "True")
     for group in tr.method.stateful["switch"].groups:
         assert group.pool_a.device.type == "cpu" and group.pool_b.device.type == "cpu"
-        if DEVICE.type == "cuda":
+        if DEVICE.type == "cuda":  # exact-size registered memory, not the caching allocator
             assert group.pool_a.is_pinned() and group.pool_b.is_pinned()
+            assert group.pool_a.untyped_storage().nbytes() == group.pool_a.nbytes
+    if DEVICE.type == "cuda":  # batches come pinned: the trainer's copies are asynchronous
+        batch = next(iter(tr.data.train))
+        assert batch["input"].is_pinned() and batch["target"].is_pinned()
     assert offloaded == pytest.approx(resident, rel=1e-5)
 
 

@@ -147,6 +147,8 @@ def build_data(
             num_workers=num_workers,
             collate_fn=collate_windows,
             drop_last=True,
+            # Pinned batches make the trainer's non_blocking host-to-device copies asynchronous.
+            pin_memory=torch.cuda.is_available(),
         )
     return DataBundle(
         train=train,

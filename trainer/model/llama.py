@@ -9,6 +9,8 @@ keyed by (seed, parameter name), so the initial model does not depend on the wor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,6 +94,8 @@ class TransformerBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
         self.mlp = MLP(args)
         self.checkpoint_activations = False
+        # Set by parallel.activation_checkpoint: op-level selection (None = recompute all).
+        self.checkpoint_context_fn: Callable[[], tuple] | None = None
 
     def _forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
@@ -99,7 +103,16 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.checkpoint_activations:
-            return checkpoint(self._forward, x, cos, sin, use_reentrant=False)
+            if self.checkpoint_context_fn is None:
+                return checkpoint(self._forward, x, cos, sin, use_reentrant=False)
+            return checkpoint(
+                self._forward,
+                x,
+                cos,
+                sin,
+                use_reentrant=False,
+                context_fn=self.checkpoint_context_fn,
+            )
         return self._forward(x, cos, sin)
 
 
