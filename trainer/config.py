@@ -168,8 +168,8 @@ class Compile:
 
 @dataclass
 class Precision:
-    mode: Literal["fp32", "bf16", "float8"] = "fp32"
-    """fp32; bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy); or float8: bf16 plus torchao float8 matmuls in the frozen base linears of adapter layers and in full-rank linears (not lm_head, not dims indivisible by 16; emulated without float8 hardware)."""
+    mode: Literal["fp32", "bf16", "pure_bf16", "float8"] = "fp32"
+    """fp32; bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy); pure_bf16: every parameter (frozen W included), candidate pool and optimizer moment stored in bf16 and gradients reduced in bf16, as the official SwitchLoRA release trains (per-vector step counts stay fp32); or float8: bf16 plus torchao float8 matmuls in the frozen base linears of adapter layers and in full-rank linears (not lm_head, not dims indivisible by 16; emulated without float8 hardware)."""
     float8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
     """float8 scaling: one scale per tensor, or one per row (power-of-2 scales; more accurate, slower)."""
     float8_all_gather: bool = False

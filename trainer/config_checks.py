@@ -62,6 +62,11 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
         raise ConfigError(
             "precision.float8_all_gather: needs precision.float8_recipe = 'tensorwise'"
         )
+    if cfg.precision.float8_all_gather and cfg.precision.mode != "float8":
+        raise ConfigError(
+            f"precision.float8_all_gather: needs precision.mode = 'float8', got "
+            f"'{cfg.precision.mode}'"
+        )
     m = cfg.method
     if m.name != "full":
         if m.rank < 1:

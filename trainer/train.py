@@ -42,6 +42,7 @@ from trainer.model.args import ModelArgs
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
+from trainer.pure_bf16 import store_parameters_in_bf16
 
 
 @dataclass
@@ -110,6 +111,8 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
     with torch.device("meta"):
         model = Llama(model_args)
     placement_fn = prepare_model(model, cfg)
+    if cfg.precision.mode == "pure_bf16":
+        store_parameters_in_bf16(model)
     if cfg.precision.mode == "float8":
         p = cfg.precision
         apply_float8(
