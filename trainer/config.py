@@ -221,6 +221,8 @@ class ReLoRA:
     """How the adapters' Adam moments are pruned at a reset: random entries, or the smallest magnitudes per tensor."""
     prune_ratio: float = 0.999
     """Fraction of each adapter moment tensor zeroed at a reset (0.999 keeps 0.1 %; 1.0 clears them)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input in training mode, B (A dropout(x)). The official ReLoRA trainer hard-codes 0.1 (set it to reproduce it); 0 keeps the adapter branch the same deterministic function as LoRA's and SwitchLoRA's, so the comparison differs only in the merges and restarts."""
 
 
 @dataclass
@@ -232,6 +234,8 @@ class GaLore:
     """Steps between projector refreshes from the current gradient's singular vectors (the first at step 0)."""
     scale: float = 0.25
     """alpha: the projected-back update of a projected weight is multiplied by this."""
+    eps: float | None = None
+    """AdamW denominator epsilon of the GaLore optimizer (every group); None uses optimizer.eps (1e-8, as every other method). galore-torch's default is 1e-6."""
 
 
 @dataclass

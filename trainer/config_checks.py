@@ -101,6 +101,8 @@ def _check_baselines(cfg: JobConfig) -> None:
             raise ConfigError(f"relora.alpha: must be positive, got {r.alpha}")
         if not 0.0 <= r.prune_ratio <= 1.0:
             raise ConfigError(f"relora.prune_ratio: must be in [0, 1], got {r.prune_ratio}")
+        if not 0.0 <= r.dropout < 1.0:
+            raise ConfigError(f"relora.dropout: must be in [0, 1), got {r.dropout}")
         if cfg.method.alpha != 1.0:
             raise ConfigError(
                 "method.alpha: not used by relora (its scale is relora.alpha / method.rank)"
@@ -111,6 +113,8 @@ def _check_baselines(cfg: JobConfig) -> None:
             raise ConfigError(f"galore.update_interval: must be positive, got {g.update_interval}")
         if g.scale <= 0:
             raise ConfigError(f"galore.scale: must be positive, got {g.scale}")
+        if g.eps is not None and g.eps < 0:
+            raise ConfigError(f"galore.eps: must be >= 0, got {g.eps}")
 
 
 def model_args_from_config(cfg: JobConfig, vocab_size: int) -> ModelArgs:

@@ -81,7 +81,14 @@ def test_every_stored_tensor_is_bf16_and_step_counts_fp32(tmp_path, method):
 
 
 def test_tiny_config_trains_in_pure_bf16(tmp_path):
-    short = ["--training.steps", "20", "--training.seq_len", "32", "--lr_schedule.warmup_steps", "5"]
+    short = [
+        "--training.steps",
+        "20",
+        "--training.seq_len",
+        "32",
+        "--lr_schedule.warmup_steps",
+        "5",
+    ]
     cfg = parse_config([*TINY, *short, "--job.dump_folder", str(tmp_path)])
     info = init_distributed()
     try:
