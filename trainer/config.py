@@ -68,6 +68,8 @@ class Data:
     """Data loader worker processes per rank."""
     val_fraction: float = 0.05
     """Held-out share of the embedded corpus used for validation (prepared folders carry their own split)."""
+    packing: Literal["packed", "pad"] = "packed"
+    """'packed': the token stream (documents joined by EOS) cut into windows of seq_len + 1 tokens; 'pad': GaLore's recipe, one sequence per document truncated to seq_len + 1 tokens and padded, the padding excluded from the loss (ignore index) and from its normalisation."""
 
 
 @dataclass
@@ -115,7 +117,11 @@ class Training:
     val_every: int = 0
     """Run validation every this many steps (0: only at the end)."""
     val_batches: int = 16
-    """Validation batches of global_batch_size sequences per evaluation (0 = the whole validation split)."""
+    """Validation batches of global_batch_size sequences per evaluation (0 = the whole validation split); not used when val_tokens > 0."""
+    val_tokens: int = 0
+    """Target tokens per evaluation, instead of val_batches: exactly the first this many of the validation split (padding excluded), whatever the world size (the official SwitchLoRA recipe: 10M); 0 = use val_batches."""
+    final_val_tokens: int = 0
+    """Target tokens of the evaluation after the last step (the official recipe: 100M); 0 = as the other evaluations."""
 
 
 @dataclass

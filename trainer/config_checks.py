@@ -35,6 +35,9 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             f"training.max_skipped_steps: must be >= 0 (0 = stop at the first), got "
             f"{t.max_skipped_steps}"
         )
+    for key in ("val_tokens", "final_val_tokens"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"training.{key}: must be >= 0 (0 = off), got {getattr(t, key)}")
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
     if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:
