@@ -18,7 +18,7 @@ from trainer.data.sampler import DistributedWindowSampler
 from trainer.data.shards import open_split, read_meta
 from trainer.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from trainer.data.val_budget import TokenBudgetBatches
-from trainer.data.windows import TokenWindows, build_windows
+from trainer.data.windows import TokenWindows
 
 Batch = dict[str, torch.Tensor]
 

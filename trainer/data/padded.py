@@ -37,7 +37,10 @@ class PaddedDocuments(Dataset):
         self.arrays = [a for a in arrays if len(a)]
         self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
         total = int(self.offsets[-1])
-        ends = [np.flatnonzero(np.asarray(a) == eos_id) + 1 + o for a, o in zip(self.arrays, self.offsets)]
+        ends = [
+            np.flatnonzero(np.asarray(a) == eos_id) + 1 + o
+            for a, o in zip(self.arrays, self.offsets)
+        ]
         ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
         if total and (len(ends) == 0 or ends[-1] < total):  # a last document without an EOS
             ends = np.append(ends, total)

@@ -73,9 +73,9 @@ def prepare_shards(
                 held = (split, ids)
         if held is None:
             raise ValueError("no documents to prepare: the inputs are empty")
-        if val_documents is None and val_fraction > 0 and n_val == 0:
-            if writer.meta.splits["train"].n_documents > 0:
-                held = ("val", held[1])
+        no_val = val_documents is None and val_fraction > 0 and n_val == 0
+        if no_val and writer.meta.splits["train"].n_documents > 0:
+            held = ("val", held[1])
         writer.add_document(*held)
         if val_documents is not None:
             n_explicit = 0

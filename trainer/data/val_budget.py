@@ -31,7 +31,9 @@ def budget_windows(counts: np.ndarray, budget: int) -> tuple[int, int]:
     cumulative = np.cumsum(counts)
     available = int(cumulative[-1]) if len(cumulative) else 0
     if available < budget:
-        raise ValueError(f"the validation split holds {available:,} target tokens, fewer than {budget:,}")
+        raise ValueError(
+            f"the validation split holds {available:,} target tokens, fewer than {budget:,}"
+        )
     k = int(np.searchsorted(cumulative, budget)) + 1  # first window where the total reaches it
     before = int(cumulative[k - 2]) if k > 1 else 0
     return k, budget - before
