@@ -8,6 +8,8 @@ import pytest
 
 from switchlora.schedule import interval
 from tests.conftest import ROOT
+from trainer.data.loader import build_data
+from trainer.data.padded import target_counts
 from trainer.reproduce.plan import build_config, plan_runs, seed_runs
 from trainer.reproduce.results import seed_statistics
 from trainer.reproduce.spec import METHODS
@@ -59,6 +61,11 @@ def test_the_study_runs_and_fits_in_100_minutes():
     configs = run_configs(suite, main + seeds, opts, {})
     assert {c.training.steps for c in configs.values()} == {1250}
     assert estimate_s(suite, main + seeds, configs) <= 100 * 60
+    # The evaluation budgets fit the validation split of the suite's data.
+    cfg = configs["switchlora"]
+    val = build_data(cfg.data.source, cfg.data.tokenizer, cfg.training.seq_len, 4, 0, 1, 0)
+    available = int(target_counts(val.val_windows).sum())
+    assert cfg.training.val_tokens < cfg.training.final_val_tokens <= available
 
 
 def test_plan_lists_the_sweep_then_the_seeds(tmp_path):
