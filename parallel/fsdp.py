@@ -27,11 +27,13 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def mixed_precision_policy(mode: str) -> MixedPrecisionPolicy:
     """fp32: no casting. bf16 (and float8, whose other matmuls run in bf16): bf16 compute,
-    fp32 master shards, fp32 gradient reduction."""
+    fp32 master shards, fp32 gradient reduction. pure_bf16: the stored dtype everywhere."""
     if mode == "fp32":
         return MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     if mode in ("bf16", "float8"):
         return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if mode == "pure_bf16":  # parameters are stored in bf16 already: no casts, bf16 reduction
+        return MixedPrecisionPolicy(param_dtype=None, reduce_dtype=None)
     raise ValueError(f"precision.mode: unknown mode {mode!r}")
 
 

@@ -48,7 +48,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="shard folder to create")
     p.add_argument("--tokenizer", default="byte", help="'byte', tokenizer.json or .model path")
     p.add_argument(
-        "--val-fraction", type=float, default=0.01, help="documents held out (default 0.01)"
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="share of the input documents held out (default 0.01; 0 with --val-input)",
+    )
+    p.add_argument(
+        "--val-input",
+        nargs="+",
+        default=[],
+        metavar="FILES",
+        help="files, globs or folders whose documents form the validation split (read like --input)",
     )
     p.add_argument(
         "--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file"
@@ -58,6 +68,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if bool(args.input) == bool(args.hf_dataset):
         p.error("give exactly one of --input and --hf-dataset")
+    if args.val_input and args.val_fraction:
+        p.error(
+            f"--val-fraction {args.val_fraction} with --val-input: the validation split comes "
+            "from --val-input; pass --val-fraction 0 or leave it out"
+        )
+    if args.val_fraction is None:
+        args.val_fraction = 0.0 if args.val_input else 0.01
     return args
 
 
@@ -99,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> ShardMeta:
     tok = build_tokenizer(args.tokenizer)
     docs, provenance = documents(args)
     extra = {"tokenizer_spec": args.tokenizer, **provenance}
+    val_docs = None
+    if args.val_input:
+        val_files = expand_inputs(args.val_input)
+        val_docs = read_files(val_files, field=args.text_field, one_per_line=args.txt_lines)
+        extra["val_inputs"] = [str(f) for f in val_files]
     meta = prepare_shards(
         _limit(docs, args.max_documents),
         tok,
@@ -108,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> ShardMeta:
         seed=args.seed,
         overwrite=args.overwrite,
         extra=extra,
+        val_documents=val_docs,
     )
     print(summary(meta, args.output, time.perf_counter() - start))
     return meta

@@ -1,7 +1,8 @@
 """Reproduce the paper's comparison: full-rank, LoRA, ReLoRA, GaLore and SwitchLoRA on one suite.
 
-    python scripts/reproduce.py --suite cpu-small                  # ~5M params, 2 CPU cores
-    python scripts/reproduce.py --suite cpu-small --lr-sweep       # + lr x0.5 and x2 per method
+    python scripts/reproduce.py --suite cpu-switch --plan          # the runs and their estimate
+    python scripts/reproduce.py --suite cpu-switch                 # sweep, seeds, ablations
+    python scripts/reproduce.py --suite cpu-small --no-lr-sweep    # one lr per method
     python scripts/reproduce.py --suite cpu-small --methods --ablation freeze rank
     python scripts/reproduce.py --suite llama350m --nproc 8 --set data.source=/data/c4_t5
 
@@ -65,14 +66,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="methods of the main table (default: all five; give none to train only ablations)",
     )
     p.add_argument(
-        "--lr-sweep", action="store_true", help="also train each method at lr x0.5 and x2"
+        "--no-lr-sweep",
+        dest="lr_sweep",
+        action="store_false",
+        help="train each method at its recipe lr only (default: also x0.5 and x2, best on validation)",
+    )
+    p.add_argument(
+        "--no-seeds",
+        dest="seeds",
+        action="store_false",
+        help="skip the suite's extra seeds at each method's best lr",
     )
     p.add_argument(
         "--ablation",
         nargs="+",
-        default=[],
+        default=None,
         metavar="NAME",
-        help="SwitchLoRA ablations: candidates, freeze, interval0, descent-ratio, rank, or all",
+        help="SwitchLoRA ablations: candidates, freeze, precision, interval0, descent-ratio, "
+        "rank, all, or none (default: the suite's own, if any)",
     )
     p.add_argument("--nproc", type=int, help="processes per run (default: the suite's)")
     p.add_argument(
@@ -103,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     suite = get_suite(args.suite)
     known = list(suite_ablations(suite))
-    ablations = known if "all" in args.ablation else args.ablation
+    if args.ablation is None:
+        ablations = list(suite.default_ablations)
+    elif "all" in args.ablation:
+        ablations = known
+    else:
+        ablations = [a for a in args.ablation if a != "none"]
     unknown = sorted(set(ablations) - set(known))
     if unknown:
         raise SystemExit(f"unknown ablation(s) {unknown}; known: {', '.join(known)}")
@@ -111,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         output=args.output or Path("outputs/reproduce") / suite.name,
         methods=args.methods,
         lr_sweep=args.lr_sweep,
+        seeds=args.seeds,
         ablations=ablations,
         nproc=args.nproc,
         torchrun_args=args.torchrun_args.split(),

@@ -30,7 +30,7 @@ def convert_to_adapters(model: nn.Module, options: SwitchLoRAOptions) -> dict[st
     for path, linear in found:
         parent_path, _, child_name = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
-        adapter = AdapterLinear(linear, options.rank, options.scale)
+        adapter = AdapterLinear(linear, options.rank, options.scale, options.dropout)
         setattr(parent, child_name, adapter)
         layers[path] = adapter
     return layers

@@ -18,8 +18,11 @@ class AdapterLinear(nn.Module):
     and switchlora.switch_group).
     """
 
-    def __init__(self, base: nn.Linear, rank: int, scale: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, scale: float, dropout: float = 0.0) -> None:
         """Wrap `base` (reused, not copied) and create A [rank, in] and B [out, rank].
+
+        `dropout` is applied to the input of the adapter branch only, in training mode
+        (ReLoRA's adapters: B (A dropout(x))); 0 leaves the branch deterministic.
 
         A and B are created on base.weight's device and dtype (meta works) and left
         uninitialised: the caller fills them (switchlora.init / switchlora.materialize).
@@ -40,6 +43,7 @@ class AdapterLinear(nn.Module):
         setattr(self.lora_B, ROLE_ATTR, "lora_B")
         self.scale = float(scale)
         self.rank = rank
+        self.dropout = float(dropout)
 
     @property
     def in_features(self) -> int:
@@ -52,9 +56,11 @@ class AdapterLinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """W x + s * B (A x)."""
-        return self.base(x) + self.scale * F.linear(F.linear(x, self.lora_A), self.lora_B)
+        """W x + s * B (A x), with x dropped out in the adapter branch when dropout > 0."""
+        x_adapter = F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
+        return self.base(x) + self.scale * F.linear(F.linear(x_adapter, self.lora_A), self.lora_B)
 
     def extra_repr(self) -> str:
         """Shapes and scale for print(model)."""
-        return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, scale={self.scale:g}"
+        drop = f", dropout={self.dropout:g}" if self.dropout > 0 else ""
+        return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, scale={self.scale:g}{drop}"

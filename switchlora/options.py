@@ -62,6 +62,9 @@ class SwitchLoRAOptions:
     init: str = "switchlora"
     """"switchlora": the paper's uniform init of A, B and candidates; "lora": A kaiming, B = 0."""
 
+    dropout: float = 0.0
+    """Dropout on the adapter branch's input in training mode (ReLoRA uses 0.1); 0 = none."""
+
     seed: int = 0
     """Seed of every random decision (init, candidates, switch counts); rank independent."""
 
@@ -103,5 +106,7 @@ class SwitchLoRAOptions:
             raise ValueError(f"pool_choice must be one of {POOL_CHOICES}, got {self.pool_choice!r}")
         if self.init not in INIT_KINDS:
             raise ValueError(f"init must be one of {INIT_KINDS}, got {self.init!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")

@@ -44,8 +44,10 @@ def relora_options(
     alpha: float = 32.0,
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES,
     seed: int = 0,
+    dropout: float = 0.0,
 ) -> SwitchLoRAOptions:
-    """Adapter options of a ReLoRA run: LoRA init (A kaiming-uniform, B = 0), no switching."""
+    """Adapter options of a ReLoRA run: LoRA init (A kaiming-uniform, B = 0), no switching,
+    ``dropout`` on the adapter branch's input."""
     return SwitchLoRAOptions(
         rank=rank,
         alpha=alpha,
@@ -53,6 +55,7 @@ def relora_options(
         switching=False,
         init="lora",
         seed=seed,
+        dropout=dropout,
     )
 
 

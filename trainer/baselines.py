@@ -47,7 +47,11 @@ def reshard_(model: nn.Module) -> None:
 def prepare_relora(model: Llama, cfg: JobConfig) -> Callable:
     """Swap the target projections for adapter layers; returns the FSDP2 placement function."""
     options = relora_options(
-        cfg.method.rank, cfg.relora.alpha, cfg.method.target_modules, cfg.job.seed
+        cfg.method.rank,
+        cfg.relora.alpha,
+        cfg.method.target_modules,
+        cfg.job.seed,
+        dropout=cfg.relora.dropout,
     )
     convert_to_adapters(model, options)
     return make_placement_fn(shard_degree(cfg))
@@ -139,7 +143,7 @@ def build_galore_runtime(model: Llama, cfg: JobConfig) -> MethodRuntime:
         galore_param_groups(model, cfg),
         lr=o.lr,
         betas=(o.beta1, o.beta2),
-        eps=o.eps,
+        eps=o.eps if cfg.galore.eps is None else cfg.galore.eps,
         weight_decay=o.weight_decay,
     )
     interval = cfg.galore.update_interval

@@ -68,6 +68,8 @@ class Data:
     """Data loader worker processes per rank."""
     val_fraction: float = 0.05
     """Held-out share of the embedded corpus used for validation (prepared folders carry their own split)."""
+    packing: Literal["packed", "pad"] = "packed"
+    """'packed': the token stream (documents joined by EOS) cut into windows of seq_len + 1 tokens; 'pad': GaLore's recipe, one sequence per document truncated to seq_len + 1 tokens and padded, the padding excluded from the loss (ignore index) and from its normalisation."""
 
 
 @dataclass
@@ -115,7 +117,11 @@ class Training:
     val_every: int = 0
     """Run validation every this many steps (0: only at the end)."""
     val_batches: int = 16
-    """Validation batches of global_batch_size sequences per evaluation (0 = the whole validation split)."""
+    """Validation batches of global_batch_size sequences per evaluation (0 = the whole validation split); not used when val_tokens > 0."""
+    val_tokens: int = 0
+    """Target tokens per evaluation, instead of val_batches: exactly the first this many of the validation split (padding excluded), whatever the world size (the official SwitchLoRA recipe: 10M); 0 = use val_batches."""
+    final_val_tokens: int = 0
+    """Target tokens of the evaluation after the last step (the official recipe: 100M); 0 = as the other evaluations."""
 
 
 @dataclass
@@ -192,8 +198,8 @@ class Compile:
 
 @dataclass
 class Precision:
-    mode: Literal["fp32", "bf16", "float8"] = "fp32"
-    """fp32; bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy); or float8: bf16 plus torchao float8 matmuls in the frozen base linears of adapter layers and in full-rank linears (not lm_head, not dims indivisible by 16; emulated without float8 hardware)."""
+    mode: Literal["fp32", "bf16", "pure_bf16", "float8"] = "fp32"
+    """fp32; bf16 compute with fp32 master shards and fp32 gradient reduction (FSDP2 MixedPrecisionPolicy); pure_bf16: every parameter (frozen W included), candidate pool and optimizer moment stored in bf16 and gradients reduced in bf16, as the official SwitchLoRA release trains (per-vector step counts stay fp32); or float8: bf16 plus torchao float8 matmuls in the frozen base linears of adapter layers and in full-rank linears (not lm_head, not dims indivisible by 16; emulated without float8 hardware)."""
     float8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
     """float8 scaling: one scale per tensor, or one per row (power-of-2 scales; more accurate, slower)."""
     float8_all_gather: bool = False
@@ -245,6 +251,8 @@ class ReLoRA:
     """How the adapters' Adam moments are pruned at a reset: random entries, or the smallest magnitudes per tensor."""
     prune_ratio: float = 0.999
     """Fraction of each adapter moment tensor zeroed at a reset (0.999 keeps 0.1 %; 1.0 clears them)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input in training mode, B (A dropout(x)). The official ReLoRA trainer hard-codes 0.1 (set it to reproduce it); 0 keeps the adapter branch the same deterministic function as LoRA's and SwitchLoRA's, so the comparison differs only in the merges and restarts."""
 
 
 @dataclass
@@ -256,6 +264,8 @@ class GaLore:
     """Steps between projector refreshes from the current gradient's singular vectors (the first at step 0)."""
     scale: float = 0.25
     """alpha: the projected-back update of a projected weight is multiplied by this."""
+    eps: float | None = None
+    """AdamW denominator epsilon of the GaLore optimizer (every group); None uses optimizer.eps (1e-8, as every other method). galore-torch's default is 1e-6."""
 
 
 @dataclass

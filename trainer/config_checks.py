@@ -51,6 +51,9 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
         raise ConfigError(
             "metrics.wandb: the wandb package is not installed (pip install '.[wandb]')"
         )
+    for key in ("val_tokens", "final_val_tokens"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"training.{key}: must be >= 0 (0 = off), got {getattr(t, key)}")
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
     if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:
@@ -77,6 +80,11 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
     if cfg.precision.float8_all_gather and cfg.precision.float8_recipe != "tensorwise":
         raise ConfigError(
             "precision.float8_all_gather: needs precision.float8_recipe = 'tensorwise'"
+        )
+    if cfg.precision.float8_all_gather and cfg.precision.mode != "float8":
+        raise ConfigError(
+            f"precision.float8_all_gather: needs precision.mode = 'float8', got "
+            f"'{cfg.precision.mode}'"
         )
     m = cfg.method
     if m.name != "full":
@@ -112,6 +120,8 @@ def _check_baselines(cfg: JobConfig) -> None:
             raise ConfigError(f"relora.alpha: must be positive, got {r.alpha}")
         if not 0.0 <= r.prune_ratio <= 1.0:
             raise ConfigError(f"relora.prune_ratio: must be in [0, 1], got {r.prune_ratio}")
+        if not 0.0 <= r.dropout < 1.0:
+            raise ConfigError(f"relora.dropout: must be in [0, 1), got {r.dropout}")
         if cfg.method.alpha != 1.0:
             raise ConfigError(
                 "method.alpha: not used by relora (its scale is relora.alpha / method.rank)"
@@ -122,6 +132,8 @@ def _check_baselines(cfg: JobConfig) -> None:
             raise ConfigError(f"galore.update_interval: must be positive, got {g.update_interval}")
         if g.scale <= 0:
             raise ConfigError(f"galore.scale: must be positive, got {g.scale}")
+        if g.eps is not None and g.eps < 0:
+            raise ConfigError(f"galore.eps: must be >= 0, got {g.eps}")
 
 
 def model_args_from_config(cfg: JobConfig, vocab_size: int) -> ModelArgs:

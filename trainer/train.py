@@ -34,6 +34,7 @@ from trainer.config_checks import (
     model_args_from_config,
 )
 from trainer.data.loader import DataBundle, build_data, build_val_loader
+from trainer.data.padded import IGNORE_INDEX, target_counts
 from trainer.diagnostics.rank import log_rank_diagnostic
 from trainer.lr_schedule import build_scheduler
 from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
@@ -49,6 +50,7 @@ from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
 from trainer.profiling import StepProfiler, step_profiler
+from trainer.pure_bf16 import store_parameters_in_bf16
 
 
 @dataclass
@@ -110,13 +112,17 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
         seed=cfg.job.seed,
         num_workers=cfg.data.num_workers,
         val_fraction=cfg.data.val_fraction,
+        packing=cfg.data.packing,
     )
+    check_val_budgets(cfg, data)
     model_args = model_args_from_config(cfg, model_vocab_size(cfg, data.vocab_size))
     check_model_args(model_args, cfg, data.vocab_size)
 
     with torch.device("meta"):
         model = Llama(model_args)
     placement_fn = prepare_model(model, cfg)
+    if cfg.precision.mode == "pure_bf16":
+        store_parameters_in_bf16(model)
     if cfg.precision.mode == "float8":
         p = cfg.precision
         apply_float8(
@@ -148,31 +154,62 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
     return Trainer(cfg, info, model, model_args, data, method, scheduler, grad_accum, local_batch)
 
 
+def check_val_budgets(cfg: JobConfig, data: DataBundle) -> None:
+    """The token budgets of the evaluations fit in the validation split (checked before step 0)."""
+    t = cfg.training
+    budgets = [(k, getattr(t, k)) for k in ("val_tokens", "final_val_tokens") if getattr(t, k)]
+    if not budgets:
+        return
+    available = int(target_counts(data.val_windows).sum())
+    for key, budget in budgets:
+        if budget > available:
+            raise ConfigError(
+                f"training.{key}: {budget:,} tokens exceed the {available:,} target tokens of "
+                f"the validation split of {cfg.data.source} (seq_len {t.seq_len}, packing "
+                f"{cfg.data.packing!r})"
+            )
+
+
 @torch.no_grad()
-def evaluate(tr: Trainer) -> float:
-    """Mean validation loss over the configured number of batches (all ranks)."""
+def evaluation_sums(tr: Trainer, max_tokens: int = 0) -> tuple[float, int]:
+    """(summed loss, target tokens) of one evaluation over every rank.
+
+    ``max_tokens`` > 0: exactly that many target tokens; otherwise training.val_batches
+    global batches (0 = the whole split). Padding targets count in neither.
+    """
     tr.model.eval()
     # val_batches counts global batches, so the evaluated sequences do not depend on the world size.
     max_batches = tr.cfg.training.val_batches * tr.grad_accum or None
     total = torch.zeros((), dtype=torch.float64, device=tr.info.device)
     count = torch.zeros((), dtype=torch.float64, device=tr.info.device)
     for batch in build_val_loader(
-        tr.data, tr.local_batch, tr.info.rank, tr.info.world_size, max_batches
+        tr.data, tr.local_batch, tr.info.rank, tr.info.world_size, max_batches, max_tokens
     ):
         inputs = batch["input"].to(tr.info.device, non_blocking=True)
         targets = batch["target"].to(tr.info.device, non_blocking=True)
         logits = tr.model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            targets.flatten(),
+            reduction="sum",
+            ignore_index=IGNORE_INDEX,
+        )
         total += loss.double()
-        count += targets.numel()
+        count += (targets != IGNORE_INDEX).sum()
     stats = torch.stack([total, count])
     dist.all_reduce(stats)
     tr.model.train()
-    if stats[1].item() == 0:
+    return stats[0].item(), int(stats[1].item())
+
+
+def evaluate(tr: Trainer, max_tokens: int = 0) -> float:
+    """Mean validation loss per target token (all ranks); see :func:`evaluation_sums`."""
+    total, count = evaluation_sums(tr, max_tokens)
+    if count == 0:
         raise ConfigError(
             "data: the validation split holds no complete sequence of training.seq_len"
         )
-    return (stats[0] / stats[1]).item()
+    return total / count
 
 
 class NonFiniteError(RuntimeError):
@@ -201,7 +238,13 @@ def forward_backward(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> tor
     the number of micro-batches.
     """
     device = tr.info.device
-    tokens_per_step = tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
+    tokens_per_step: float | torch.Tensor = (
+        tr.cfg.training.global_batch_size * tr.cfg.training.seq_len
+    )
+    if tr.cfg.data.packing == "pad":  # the step's real targets over every rank: one all-reduce
+        tokens_per_step = sum((b["target"] != IGNORE_INDEX).sum() for b in batches).to(device)
+        dist.all_reduce(tokens_per_step)
+        tokens_per_step = tokens_per_step.clamp_min(1).float()
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
         if len(batches) > 1:
@@ -209,7 +252,12 @@ def forward_backward(tr: Trainer, batches: list[dict[str, torch.Tensor]]) -> tor
         inputs = batch["input"].to(device, non_blocking=True)
         targets = batch["target"].to(device, non_blocking=True)
         logits = tr.model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            targets.flatten(),
+            reduction="sum",
+            ignore_index=IGNORE_INDEX,
+        )
         loss = loss / tokens_per_step
         loss.backward()
         loss_sum += loss.detach()
@@ -299,7 +347,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
     if restored is not None:
         result = TrainResult(**{**restored, "steps": t.steps})
     else:
-        initial_val = evaluate(tr)
+        initial_val = evaluate(tr, t.val_tokens)
         logger.line(f"step 0 | val loss {initial_val:.4f} | val ppl {math.exp(initial_val):.2f}")
         logger.scalars(0, {"val/loss": initial_val, "val/ppl": math.exp(initial_val)})
         result = TrainResult(t.steps, initial_val_loss=initial_val, final_val_loss=initial_val)
@@ -401,7 +449,7 @@ def train_loop(
             window_steps = 0
             window_switched = 0.0
         if last or (t.val_every and tr.step % t.val_every == 0):
-            val = evaluate(tr)
+            val = evaluate(tr, (last and t.final_val_tokens) or t.val_tokens)
             result.val_losses[tr.step] = val
             result.final_val_loss = val
             logger.scalars(tr.step, {"val/loss": val, "val/ppl": math.exp(val)})

@@ -13,10 +13,12 @@ from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from trainer.data.embedded import EMBEDDED_SOURCES, load_embedded_documents
+from trainer.data.padded import Packing, build_split
 from trainer.data.sampler import DistributedWindowSampler
 from trainer.data.shards import open_split, read_meta
 from trainer.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
-from trainer.data.windows import TokenWindows, build_windows
+from trainer.data.val_budget import TokenBudgetBatches
+from trainer.data.windows import TokenWindows
 
 Batch = dict[str, torch.Tensor]
 
@@ -37,9 +39,13 @@ class DataBundle:
 
 
 def collate_windows(windows: list[torch.Tensor]) -> Batch:
-    """Stack windows of ``L + 1`` tokens into next-token ``input``/``target`` of shape [B, L]."""
+    """Stack windows of ``L + 1`` tokens into next-token ``input``/``target`` of shape [B, L].
+
+    Padding (IGNORE_INDEX of trainer.data.padded, data.packing = "pad") stays in the targets, where the loss skips
+    it, and is read as token 0 in the inputs.
+    """
     w = torch.stack(windows)
-    return {"input": w[:, :-1].contiguous(), "target": w[:, 1:].contiguous()}
+    return {"input": w[:, :-1].clamp_min(0), "target": w[:, 1:].contiguous()}
 
 
 def tokenize_documents(docs: list[str], tok: Tokenizer) -> np.ndarray:
@@ -71,7 +77,7 @@ def split_embedded(
 
 
 def _load_source(
-    source: str, tok: Tokenizer, seq_len: int, val_fraction: float
+    source: str, tok: Tokenizer, seq_len: int, val_fraction: float, packing: Packing = "packed"
 ) -> tuple[Dataset, Dataset]:
     """Train and val window datasets of an embedded corpus or a shard folder."""
     if source in EMBEDDED_SOURCES or source.startswith("embedded:"):
@@ -79,6 +85,11 @@ def _load_source(
         train, val = split_embedded(tokens, seq_len, val_fraction)
         if tok.vocab_size < 2**16:  # halve the memory that workers share or copy
             train, val = train.astype(np.uint16), val.astype(np.uint16)
+        if packing == "pad":
+            return (
+                build_split([train], seq_len, packing, tok.eos_id),
+                build_split([val], seq_len, packing, tok.eos_id),
+            )
         return TokenWindows(train, seq_len), TokenWindows(val, seq_len)
     folder = Path(source)
     if not folder.exists():
@@ -100,8 +111,8 @@ def _load_source(
                 f"requested tokenizer has {key} {want!r}; re-run scripts/prepare_data.py "
                 "with this tokenizer or pass the tokenizer the shards were made with"
             )
-    train = build_windows(open_split(folder, meta, "train"), seq_len)
-    val = build_windows(open_split(folder, meta, "val"), seq_len)
+    train = build_split(open_split(folder, meta, "train"), seq_len, packing, tok.eos_id)
+    val = build_split(open_split(folder, meta, "val"), seq_len, packing, tok.eos_id)
     return train, val
 
 
@@ -115,12 +126,15 @@ def build_data(
     seed: int,
     num_workers: int = 0,
     val_fraction: float = 0.05,
+    packing: Packing = "packed",
 ) -> DataBundle:
     """Build the training loader and validation windows for one data-parallel rank.
 
     ``source`` is "embedded:shakespeare" (tokenized in memory; the last ``val_fraction`` of
     tokens, cut at a window boundary, is validation) or a shard folder written by
     scripts/prepare_data.py (whose own train/val split is used; ``val_fraction`` is ignored).
+    ``packing`` "packed" cuts the token stream into windows; "pad" makes one padded window
+    per document (trainer.data.padded).
     The train loader is infinite and resumes exactly through ``state_dict()`` /
     ``load_state_dict()``.
     """
@@ -129,7 +143,7 @@ def build_data(
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     tok = build_tokenizer(tokenizer)
-    train_windows, val_windows = _load_source(source, tok, seq_len, val_fraction)
+    train_windows, val_windows = _load_source(source, tok, seq_len, val_fraction, packing)
     if len(train_windows) < dp_world * local_batch_size:
         raise ValueError(
             f"{source}: {len(train_windows)} training windows of {seq_len + 1} tokens are fewer "
@@ -207,11 +221,18 @@ def build_val_loader(
     dp_rank: int,
     dp_world: int,
     max_batches: int | None = None,
-) -> ValBatches:
-    """Deterministic validation batches (dicts like the train loader's) for one rank."""
+    max_tokens: int | None = None,
+) -> ValBatches | TokenBudgetBatches:
+    """Deterministic validation batches (dicts like the train loader's) for one rank.
+
+    ``max_tokens``: exactly that many target tokens, whatever the world size
+    (:mod:`trainer.data.val_budget`); otherwise at most ``max_batches`` batches per rank.
+    """
     windows = (
         bundle_or_windows.val_windows
         if isinstance(bundle_or_windows, DataBundle)
         else bundle_or_windows
     )
+    if max_tokens:
+        return TokenBudgetBatches(windows, local_batch_size, dp_rank, dp_world, max_tokens)
     return ValBatches(windows, local_batch_size, dp_rank, dp_world, max_batches)

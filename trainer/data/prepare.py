@@ -36,8 +36,13 @@ def prepare_shards(
     seed: int = 0,
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
+    val_documents: Iterable[str] | None = None,
 ) -> ShardMeta:
     """Tokenize ``documents`` and write them to the shard folder ``output``.
+
+    ``val_documents`` (e.g. C4's own validation split) are all written to the validation
+    split, after the training documents and in their order; with them ``val_fraction`` is
+    usually 0, so that every one of ``documents`` trains.
 
     Each document goes to validation with probability ``val_fraction``, decided by a
     ``random.Random(seed)`` draw per document in input order, so the split is deterministic.
@@ -68,7 +73,16 @@ def prepare_shards(
                 held = (split, ids)
         if held is None:
             raise ValueError("no documents to prepare: the inputs are empty")
-        if val_fraction > 0 and n_val == 0 and writer.meta.splits["train"].n_documents > 0:
+        no_val = val_documents is None and val_fraction > 0 and n_val == 0
+        if no_val and writer.meta.splits["train"].n_documents > 0:
             held = ("val", held[1])
         writer.add_document(*held)
+        if val_documents is not None:
+            n_explicit = 0
+            for batch in _batches(val_documents, ENCODE_BATCH_CHARS):
+                for ids in tokenizer.encode_batch(batch):
+                    writer.add_document("val", ids)
+                    n_explicit += 1
+            if n_explicit == 0:
+                raise ValueError("no validation documents: the validation inputs are empty")
     return writer.meta

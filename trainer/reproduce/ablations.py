@@ -11,7 +11,7 @@ from trainer.reproduce.spec import Ablation, Variant
 
 
 def ablations_for(rank: int) -> dict[str, Ablation]:
-    """Every ablation by name (candidates, freeze, interval0, descent-ratio, rank).
+    """Every ablation by name (candidates, freeze, precision, interval0, descent-ratio, rank).
 
     ``rank`` is the SwitchLoRA recipe's rank; the rank ablation tries half and double.
     """
@@ -41,6 +41,15 @@ def ablations_for(rank: int) -> dict[str, Ablation]:
             (
                 Variant("freeze 0", sw, {"method.freeze_steps": 0}),
                 Variant("freeze 5", sw, {"method.freeze_steps": 5}),
+            ),
+        ),
+        Ablation(
+            "precision",
+            "pure bf16 (parameters, W, pools and optimizer moments stored in bf16, as the official "
+            "release trains) against bf16 compute with fp32 master weights",
+            (
+                Variant("bf16, fp32 masters", sw, {"precision.mode": "bf16"}),
+                Variant("pure bf16", sw, {"precision.mode": "pure_bf16"}),
             ),
         ),
         Ablation(

@@ -121,3 +121,16 @@ def ablation_points(suite: Suite) -> dict[str, list[tuple[str, str, dict[str, An
                 (v.label, v.method, variant, run_name(v.method, variant, lr, lr))
             )
     return points
+
+
+def seed_runs(suite: Suite, best_lr: Mapping[str, float]) -> list[RunSpec]:
+    """The extra-seed runs (``suite.seeds``) of each method at its best lr (method -> lr)."""
+    runs = []
+    for method, lr in best_lr.items():
+        recipe = suite.recipes[method]
+        for seed in suite.seeds:
+            variant = {"job.seed": seed}
+            name = run_name(method, variant, lr, recipe.lr)
+            label = f"{method} lr {lr:g} seed {seed}"
+            runs.append(RunSpec(name, method, lr, label, "seeds", variant))
+    return runs

@@ -161,6 +161,18 @@ def ablation_table(results: dict[str, Any], name: str) -> list[str]:
     return _table(header, rows)
 
 
+def seeds_table(results: dict[str, Any]) -> list[str]:
+    """Mean +- sample standard deviation of the validation perplexity over seeds."""
+    stats = results.get("seeds", {})
+    if not any(len(s["runs"]) > 1 for s in stats.values()):
+        return []
+    rows = []
+    for method, s in stats.items():
+        spread = f" +- {s['ppl_std']:.2f}" if s["ppl_std"] is not None else ""
+        rows.append([method, f"{s['lr']:g}", str(len(s["runs"])), f"{s['ppl_mean']:.2f}{spread}"])
+    return _table(["method", "best lr", "seeds", "val ppl (mean +- std)"], rows)
+
+
 def render(results: dict[str, Any], plots: list[str] | None = None) -> str:
     """The whole report as markdown text."""
     runs = results["runs"]
@@ -182,6 +194,7 @@ def render(results: dict[str, Any], plots: list[str] | None = None) -> str:
         lines += ["Not finished: " + ", ".join(missing) + ".", ""]
     for title, block in (
         ("Learning-rate sweep", sweep_table(results)),
+        ("Seeds at the best lr", seeds_table(results)),
         ("Effective rank of the accumulated update", rank_table(results)),
     ):
         if block:

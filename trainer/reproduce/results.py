@@ -126,7 +126,7 @@ def run_result(folder: Path, spec: RunSpec, vocab_cache: dict[str, int]) -> dict
 
 
 def _order(result: dict[str, Any]) -> tuple:
-    group = {"main": 0, "lr-sweep": 1, "ablation": 2}.get(result["group"], 3)
+    group = {"main": 0, "lr-sweep": 1, "seeds": 2, "ablation": 3}.get(result["group"], 4)
     method = METHODS.index(result["method"]) if result["method"] in METHODS else len(METHODS)
     return (group, method, result["name"])
 
@@ -164,13 +164,36 @@ def collect(output: Path, suite: Suite) -> dict[str, Any]:
         }
         for name, ab in suite_ablations(suite).items()
     }
+    best = best_runs(runs)
     return {
         "suite": suite.name,
         "description": suite.description,
         "runs": runs,
-        "best": best_runs(runs),
+        "best": best,
+        "seeds": seed_statistics(runs, best),
         "ablations": ablations,
     }
+
+
+def seed_statistics(runs: dict[str, dict[str, Any]], best: dict[str, str]) -> dict[str, Any]:
+    """Per method: the finished runs at its best lr over seeds (the best run and its "seeds"
+    runs), with the mean and the sample standard deviation of their validation perplexity."""
+    out: dict[str, Any] = {}
+    for method, best_name in best.items():
+        lr = runs[best_name]["lr"]
+        names = [best_name] + [
+            n
+            for n, r in runs.items()
+            if r["group"] == "seeds"
+            and r["method"] == method
+            and r["lr"] == lr
+            and "final_val_ppl" in r
+        ]
+        ppl = [runs[n]["final_val_ppl"] for n in names]
+        mean = sum(ppl) / len(ppl)
+        std = (sum((p - mean) ** 2 for p in ppl) / (len(ppl) - 1)) ** 0.5 if len(ppl) > 1 else None
+        out[method] = {"lr": lr, "runs": names, "ppl_mean": mean, "ppl_std": std}
+    return out
 
 
 def write_results(output: Path, results: dict[str, Any]) -> Path:

@@ -53,7 +53,13 @@ class Suite:
     nproc: int = 1
     """Processes per run (torchrun when > 1)."""
     lr_multipliers: tuple[float, ...] = (0.5, 2.0)
-    """The optional LR sweep: extra runs at these multiples of each recipe's lr."""
+    """The LR sweep (on by default): extra runs at these multiples of each recipe's lr; with the
+    recipe's own lr every method is tried at three values and the best on validation is kept."""
+    seeds: tuple[int, ...] = ()
+    """Extra seeds (job.seed) trained at each method's best lr once its sweep has finished; the
+    report gives the mean and spread over the best run and these."""
+    default_ablations: tuple[str, ...] = ()
+    """Ablations the suite trains when the command line names none."""
     prepare: Callable[[Path], dict[str, Any]] | None = None
     """Makes the suite's data under the given folder; returns its ``data.*`` overrides."""
     seconds_per_step: Mapping[str, float] = field(default_factory=dict)
@@ -71,7 +77,7 @@ class RunSpec:
     lr: float
     label: str
     group: str
-    """"main" (a method at its recipe lr), "lr-sweep" or "ablation"."""
+    """"main" (a method at its recipe lr), "lr-sweep", "seeds" or "ablation"."""
     variant: Mapping[str, Any] = field(default_factory=dict)
     """Config changes on top of the method's recipe (lr excluded)."""
     ablations: tuple[str, ...] = ()

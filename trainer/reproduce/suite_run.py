@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import JobConfig
-from trainer.reproduce.plan import build_config, plan_runs
+from trainer.reproduce.plan import build_config, plan_runs, seed_runs
 from trainer.reproduce.plot import make_plots
 from trainer.reproduce.progress import Progress, duration
 from trainer.reproduce.report import write_report
@@ -38,6 +38,8 @@ class SuiteOptions:
     torchrun_args: Sequence[str] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """``--set section.field=value`` for every run."""
+    seeds: bool = True
+    """Train the suite's extra seeds at each method's best lr once the sweep has finished."""
     plan_only: bool = False
     report_only: bool = False
     progress_every: float = 30.0
@@ -118,6 +120,25 @@ def _train(
     return failed
 
 
+def _train_seeds(
+    suite: Suite, opts: SuiteOptions, data: Mapping[str, Any], emit: Callable[[str], None]
+) -> list[str]:
+    """The extra seeds at each method's best lr among its finished sweep runs."""
+    results = collect(Path(opts.output), suite)
+    best, runs = results["best"], results["runs"]
+    best_lr = {m: runs[best[m]]["lr"] for m in opts.methods if m in best}
+    specs = seed_runs(suite, best_lr)
+    configs = run_configs(suite, specs, opts, data)
+    todo = [s for s in specs if read_summary(run_folder(opts.output, s.name)) is None]
+    for spec in todo:
+        check_config(run_folder(opts.output, spec.name), configs[spec.name])
+    emit(
+        f"seeds at the best lr ({', '.join(f'{m} {lr:g}' for m, lr in best_lr.items())}): "
+        f"{len(todo)} to train"
+    )
+    return _train(suite, todo, configs, opts, emit, len(specs), len(specs) - len(todo))
+
+
 def _ppl(summary: dict[str, Any]) -> float:
     return float(summary["final_val_ppl"])
 
@@ -144,14 +165,25 @@ def run_suite(suite: Suite, opts: SuiteOptions, emit: Callable[[str], None] = pr
         emit(
             f"  skip {spec.name}: finished (val ppl {_ppl(read_summary(run_folder(output, spec.name))):.2f})"
         )
+    seeded = suite.seeds and opts.seeds
     if opts.plan_only:
         for spec in todo:
             cfg = configs[spec.name]
             emit(f"  plan {spec.name}: {spec.method} lr {spec.lr:g}, {cfg.training.steps} steps")
+        if seeded:
+            later = seed_runs(suite, {m: suite.recipes[m].lr for m in opts.methods})
+            later_est = estimate_s(suite, later, run_configs(suite, later, opts, data))
+            emit(
+                f"  then seeds {', '.join(map(str, suite.seeds))} at each method's best lr on "
+                f"validation: {len(later)} runs"
+                + (f" (about {duration(later_est)})" if later_est is not None else "")
+            )
         return 0
     failed: list[str] = []
     if training:
         failed = _train(suite, todo, configs, opts, emit, len(specs), len(finished))
+        if seeded:
+            failed += _train_seeds(suite, opts, data, emit)
     results = collect(output, suite)
     write_results(output, results)
     plots = make_plots(results, output)

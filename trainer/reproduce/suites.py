@@ -13,6 +13,7 @@ from typing import Any
 from trainer.config import load_toml
 from trainer.reproduce.corpus import prepare_shakespeare_bpe
 from trainer.reproduce.spec import Recipe, Suite
+from trainer.reproduce.switch_budget import steps_for_switches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,105 @@ def cpu_small() -> Suite:
             "switchlora": 0.84,
         },
         seconds_per_run=40.0,
+    )
+
+
+CPU_SWITCH_MIN_SWITCHES = 10
+"""cpu-switch: every adapter vector index switches at least this many times in a run."""
+
+CPU_SWITCH_INTERVAL0 = 10.0
+"""cpu-switch's initial interval: the least that 5 freeze steps allow (the paper's is 40)."""
+
+CPU_SWITCH_DESCENT_RATIO = 0.1
+"""cpu-switch keeps the paper's decay: the frequency falls to 0.3x at 10 % of the run."""
+
+CPU_SWITCH_STEPS = steps_for_switches(
+    CPU_SWITCH_MIN_SWITCHES, CPU_SWITCH_INTERVAL0, CPU_SWITCH_DESCENT_RATIO
+)
+"""1250: under interval(t) = 10 / 0.3^((t+1) / (0.1 T)) each index switches sum_t 1/interval(t)
+= 10.3 times (trainer/reproduce/switch_budget.py); the paper's interval0 of 40 would need
+4,850 steps for the same count, and gets about 1 switch per index in cpu-small's 480."""
+
+CPU_SWITCH_SECONDS_PER_STEP = {
+    "full": 0.05,
+    "lora": 0.06,
+    "relora": 0.06,
+    "galore": 0.06,
+    "switchlora": 0.065,
+}
+"""Seconds per step and process (2 processes, one thread each) at 8 x 128 tokens, scaled from
+the tiny config's measured 0.259 s/step for SwitchLoRA at 16 x 256 tokens on 2 idle cores
+(README quick start) by the tokens per step (1/4). Measured on 2 cores shared with other jobs
+(load 10): 1.53 s/step SwitchLoRA, 0.93 s/step full-rank; the estimate holds on idle cores."""
+
+
+def cpu_switch() -> Suite:
+    """The tiny model long enough for switching to happen: each vector index switches >= 10 times.
+
+    An lr sweep (x0.5, x1, x2) for every method, the best lr on validation trained with two more
+    seeds, and the ablations candidates (pool with and without write-back, seeded), freeze
+    (0 and 5) and precision (pure_bf16 against bf16 compute with fp32 master weights).
+    """
+    steps = CPU_SWITCH_STEPS
+    common = {
+        "model.flavor": "tiny",
+        "data.source": "embedded:shakespeare",
+        "data.tokenizer": "byte",
+        "training.steps": steps,
+        "training.global_batch_size": 8,
+        "training.seq_len": 128,
+        "training.max_norm": 1.0,
+        "training.val_every": steps // 10,
+        "training.val_tokens": 16 * 1024,
+        "training.final_val_tokens": 48 * 1024,  # of the 51,456 the split holds
+        "lr_schedule.warmup_steps": 50,
+        "lr_schedule.decay": "cosine",
+        "lr_schedule.min_lr_ratio": 0.1,
+        "checkpoint.enable": True,
+        "checkpoint.interval": steps // 5,
+        "checkpoint.keep_latest": 1,
+        "metrics.log_every": 50,
+        "metrics.rank_diagnostic_every": steps // 5,
+        "method.rank": 32,
+        "method.interval0": CPU_SWITCH_INTERVAL0,
+        "method.descent_ratio": CPU_SWITCH_DESCENT_RATIO,
+        "method.freeze_steps": 5,
+    }
+    recipes = {
+        "full": Recipe("full", 3e-3),
+        "lora": Recipe("lora", 1e-2),
+        "relora": Recipe(
+            "relora",
+            6e-3,
+            overrides={
+                "relora.interval": steps // 5,
+                "relora.restart_warmup_steps": 25,
+                "relora.alpha": 8.0,  # s = 8 / 32 = 0.25, ReLoRA's 32 / 128
+            },
+        ),
+        "galore": Recipe(
+            "galore",
+            1e-2,
+            overrides={"training.max_norm": 0.0, "galore.update_interval": 200},
+        ),
+        "switchlora": Recipe("switchlora", 1e-2),
+    }
+    return Suite(
+        name="cpu-switch",
+        description=(
+            "LLaMA dim 128, 4 layers (about 1M parameters), byte tokenizer, embedded Shakespeare; "
+            f"{steps} steps x 8 x 128 tokens; rank 32; SwitchLoRA interval0 "
+            f"{CPU_SWITCH_INTERVAL0:g}, descent ratio {CPU_SWITCH_DESCENT_RATIO:g}: each vector "
+            f"index switches at least {CPU_SWITCH_MIN_SWITCHES} times"
+        ),
+        recipes=recipes,
+        common=common,
+        nproc=2,
+        lr_multipliers=(0.5, 2.0),
+        seeds=(1, 2),
+        default_ablations=("candidates", "freeze", "precision"),
+        seconds_per_step=CPU_SWITCH_SECONDS_PER_STEP,
+        seconds_per_run=30.0,
     )
 
 
@@ -178,6 +278,7 @@ def llama(size: str) -> Suite:
 
 SUITES = {
     "cpu-small": cpu_small,
+    "cpu-switch": cpu_switch,
     "llama130m": lambda: llama("130m"),
     "llama350m": lambda: llama("350m"),
     "llama1b": lambda: llama("1b"),
