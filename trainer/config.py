@@ -331,8 +331,9 @@ def _build_section(cls: type, table: dict[str, Any], section: str) -> Any:
 def check_override(key: str, tokens: list[str]) -> None:
     """Check a command-line override ``--<key> <tokens...>`` like the same value in a TOML file.
 
-    ``key`` is "section.field"; each token is read as a TOML value (``True``/``False`` as
-    booleans, anything that is not valid TOML as a string). Raises ConfigError naming the key.
+    ``key`` is "section.field"; each token is read as a TOML value (``true``/``false`` in any
+    case as booleans, anything that is not valid TOML as a string). Raises ConfigError naming
+    the key.
     """
     hints = typing.get_type_hints(JobConfig)
     section, _, name = key.partition(".")
@@ -353,12 +354,21 @@ def check_override(key: str, tokens: list[str]) -> None:
     _check_token(tokens[0], tp, key)
 
 
+def is_bool_field(key: str) -> bool:
+    """Whether ``key`` ("section.field") names a known boolean field."""
+    hints = typing.get_type_hints(JobConfig)
+    section, _, name = key.partition(".")
+    if section not in hints:
+        return False
+    return typing.get_type_hints(hints[section]).get(name) is bool
+
+
 def _check_token(token: str, tp: Any, key: str) -> None:
     """A command-line token read as TOML, or failing that as the plain string it is."""
     if token == "None":
         value: Any = None
-    elif token in ("True", "False"):
-        value = token == "True"
+    elif token.lower() in ("true", "false"):
+        value = token.lower() == "true"
     else:
         try:
             value = tomllib.loads(f"v = {token}")["v"]
@@ -386,6 +396,10 @@ def config_from_dict(raw: dict[str, Any]) -> JobConfig:
 def load_toml(path: str | Path) -> JobConfig:
     """Read a TOML config file; errors name the file and the offending key."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"--config {path} is a folder; pass a TOML file such as {path}/<name>.toml"
+        )
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
