@@ -32,6 +32,8 @@ class Job:
     """Seed for model initialisation, data order and every switching decision."""
     description: str = ""
     """Free text kept with the resolved config."""
+    lock_timeout_s: int = 1800
+    """A dump folder's run.lock written on another host counts as stale (and is taken over) once its heartbeat, refreshed at every log step, is older than this many seconds; on this host a lock whose process has exited is taken over at once."""
 
 
 @dataclass

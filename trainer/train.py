@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from trainer.model.args import ModelArgs
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
+from trainer.run_lock import hold_dump_folder
 
 
 @dataclass
@@ -252,9 +254,22 @@ def run(cfg: JobConfig) -> TrainResult:
 
 
 def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
+    """Hold the dump folder (one live run per folder) while training in it."""
     dump = Path(cfg.job.dump_folder)
     if info.is_main:
         dump.mkdir(parents=True, exist_ok=True)
+    log = print if info.is_main else (lambda _line: None)
+    lock = hold_dump_folder(dump, cfg.job.lock_timeout_s, info.rank, info.device, log)
+    try:
+        return train_in(cfg, info, dump, lock.heartbeat if lock else lambda: None)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_in(
+    cfg: JobConfig, info: DistInfo, dump: Path, heartbeat: Callable[[], None]
+) -> TrainResult:
     tr = build_trainer(cfg, info)
     logger = MetricsLogger(dump / "tb" if cfg.metrics.tensorboard else None, enabled=info.is_main)
     t = cfg.training
@@ -334,6 +349,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
             if "switch/vectors_switched" in hook_metrics:
                 values["switch/vectors_switched_window"] = window_switched
             logger.line(format_step_line(tr.step, t.steps, values))
+            heartbeat()
             result.train_losses[tr.step] = out.loss
             window_start = time.perf_counter()
             window_steps = 0
