@@ -130,6 +130,7 @@ def test_second_run_on_a_live_folder_is_refused_on_every_rank(tmp_path: Path) ->
                 tmp_path / "first.log"
             ).read_text()
             time.sleep(0.5)
+        created = (dump / LOCK_FILE).stat().st_mtime
         second = subprocess.run(
             [*train_command(ROOT / "scripts/train.py", 2), *train_args(dump, 300)],
             capture_output=True,
@@ -139,6 +140,7 @@ def test_second_run_on_a_live_folder_is_refused_on_every_rank(tmp_path: Path) ->
             cwd=ROOT,
         )
         assert first.poll() is None, "the first run ended before the second was refused"
+        assert (dump / LOCK_FILE).stat().st_mtime > created  # heartbeats at the log steps
         rank_lines = [ln for ln in second.stderr.splitlines() if ln.startswith("run error: ")]
         expected = f"run error: {dump / LOCK_FILE} is held by a live run (host {socket.gethostname()}, pid {first.pid}, started"
         assert len(rank_lines) == 2 and all(ln.startswith(expected) for ln in rank_lines), (
