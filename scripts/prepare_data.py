@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.data.prepare import prepare_shards  # noqa: E402
-from trainer.data.shards import DEFAULT_SHARD_TOKENS, ShardMeta  # noqa: E402
+from trainer.data.shards import DEFAULT_SHARD_TOKENS, META_FILE, ShardMeta  # noqa: E402
 from trainer.data.sources import expand_inputs, read_files, read_hf_dataset  # noqa: E402
 from trainer.data.tokenizer import build_tokenizer  # noqa: E402
+from trainer.errors import DataError, InputError  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -110,8 +111,18 @@ def summary(meta: ShardMeta, output: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty output folder unless ``--overwrite`` was given."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f"--output {output} is a file, not a folder")
+    if not overwrite and output.is_dir() and any(output.iterdir()):
+        what = "a shard folder" if (output / META_FILE).exists() else "files"
+        raise DataError(f"--output {output} already holds {what}; pass --overwrite to replace it")
+
+
 def main(argv: Sequence[str] | None = None) -> ShardMeta:
     args = parse_args(argv)
+    check_output(Path(args.output), args.overwrite)
     start = time.perf_counter()
     tok = build_tokenizer(args.tokenizer)
     docs, provenance = documents(args)
@@ -136,5 +147,15 @@ def main(argv: Sequence[str] | None = None) -> ShardMeta:
     return meta
 
 
+def cli() -> int:
+    """Run ``main``; a bad input is one line ``data error: ...`` and exit status 2."""
+    try:
+        main()
+    except (InputError, OSError) as exc:
+        print(f"{getattr(exc, 'kind', 'data')} error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

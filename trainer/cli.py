@@ -13,6 +13,7 @@ from trainer.config import (
     check_override,
     config_from_dict,
     config_to_dict,
+    is_bool_field,
     load_toml,
 )
 
@@ -33,7 +34,7 @@ def parse_config(argv: Sequence[str] | None = None) -> JobConfig:
     cfg = tyro.cli(
         JobConfig,
         default=base,
-        args=rest,
+        args=canonical_booleans(rest),
         description=_DESCRIPTION,
         use_underscores=True,
         config=(tyro.conf.FlagConversionOff,),
@@ -60,3 +61,20 @@ def check_overrides(args: Sequence[str]) -> None:
         if "." not in name:
             raise ConfigError(f"unknown option '--{name}' (overrides are --section.field value)")
         check_override(name.replace("-", "_"), tokens)
+
+
+def canonical_booleans(args: Sequence[str]) -> list[str]:
+    """The overrides with boolean values spelled ``True``/``False``, as tyro reads them, so
+    that the TOML spelling ``true``/``false`` (any case) works on the command line too."""
+    out: list[str] = []
+    key = ""
+    for arg in args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            key = name.replace("-", "_")
+            if eq and is_bool_field(key) and value.lower() in ("true", "false"):
+                arg = f"--{name}={value.capitalize()}"
+        elif is_bool_field(key) and arg.lower() in ("true", "false"):
+            arg = arg.capitalize()
+        out.append(arg)
+    return out

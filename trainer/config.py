@@ -32,6 +32,8 @@ class Job:
     """Seed for model initialisation, data order and every switching decision."""
     description: str = ""
     """Free text kept with the resolved config."""
+    lock_timeout_s: int = 1800
+    """A dump folder's run.lock written on another host counts as stale (and is taken over) once its heartbeat, refreshed at every log step, is older than this many seconds; on this host a lock whose process has exited is taken over at once."""
 
 
 @dataclass
@@ -367,8 +369,9 @@ def _build_section(cls: type, table: dict[str, Any], section: str) -> Any:
 def check_override(key: str, tokens: list[str]) -> None:
     """Check a command-line override ``--<key> <tokens...>`` like the same value in a TOML file.
 
-    ``key`` is "section.field"; each token is read as a TOML value (``True``/``False`` as
-    booleans, anything that is not valid TOML as a string). Raises ConfigError naming the key.
+    ``key`` is "section.field"; each token is read as a TOML value (``true``/``false`` in any
+    case as booleans, anything that is not valid TOML as a string). Raises ConfigError naming
+    the key.
     """
     hints = typing.get_type_hints(JobConfig)
     section, _, name = key.partition(".")
@@ -389,12 +392,21 @@ def check_override(key: str, tokens: list[str]) -> None:
     _check_token(tokens[0], tp, key)
 
 
+def is_bool_field(key: str) -> bool:
+    """Whether ``key`` ("section.field") names a known boolean field."""
+    hints = typing.get_type_hints(JobConfig)
+    section, _, name = key.partition(".")
+    if section not in hints:
+        return False
+    return typing.get_type_hints(hints[section]).get(name) is bool
+
+
 def _check_token(token: str, tp: Any, key: str) -> None:
     """A command-line token read as TOML, or failing that as the plain string it is."""
     if token == "None":
         value: Any = None
-    elif token in ("True", "False"):
-        value = token == "True"
+    elif token.lower() in ("true", "false"):
+        value = token.lower() == "true"
     else:
         try:
             value = tomllib.loads(f"v = {token}")["v"]
@@ -422,6 +434,10 @@ def config_from_dict(raw: dict[str, Any]) -> JobConfig:
 def load_toml(path: str | Path) -> JobConfig:
     """Read a TOML config file; errors name the file and the offending key."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"--config {path} is a folder; pass a TOML file such as {path}/<name>.toml"
+        )
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

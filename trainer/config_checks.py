@@ -56,6 +56,8 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             raise ConfigError(f"training.{key}: must be >= 0 (0 = off), got {getattr(t, key)}")
     if cfg.metrics.log_every <= 0:
         raise ConfigError(f"metrics.log_every: must be positive, got {cfg.metrics.log_every}")
+    if cfg.job.lock_timeout_s < 1:
+        raise ConfigError(f"job.lock_timeout_s: must be positive, got {cfg.job.lock_timeout_s}")
     if cfg.checkpoint.enable and cfg.checkpoint.interval <= 0:
         raise ConfigError(f"checkpoint.interval: must be positive, got {cfg.checkpoint.interval}")
     if cfg.checkpoint.keep_latest < 1:

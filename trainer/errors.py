@@ -29,3 +29,9 @@ class CheckpointError(InputError):
     """A checkpoint folder is missing, partial, corrupt, or does not fit the configured run."""
 
     kind = "checkpoint"
+
+
+class RunLockError(InputError):
+    """Another live run holds the dump folder; the message names its host, pid and start."""
+
+    kind = "run"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
 from trainer.profiling import StepProfiler, step_profiler
 from trainer.pure_bf16 import store_parameters_in_bf16
+from trainer.run_lock import hold_dump_folder
 
 
 @dataclass
@@ -315,9 +317,22 @@ def run(cfg: JobConfig) -> TrainResult:
 
 
 def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
+    """Hold the dump folder (one live run per folder) while training in it."""
     dump = Path(cfg.job.dump_folder)
     if info.is_main:
         dump.mkdir(parents=True, exist_ok=True)
+    log = print if info.is_main else (lambda _line: None)
+    lock = hold_dump_folder(dump, cfg.job.lock_timeout_s, info.rank, info.device, log)
+    try:
+        return train_in(cfg, info, dump, lock.heartbeat if lock else lambda: None)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_in(
+    cfg: JobConfig, info: DistInfo, dump: Path, heartbeat: Callable[[], None]
+) -> TrainResult:
     tr = build_trainer(cfg, info)
     wandb_run = None
     if cfg.metrics.wandb and info.is_main:
@@ -354,7 +369,7 @@ def train(cfg: JobConfig, info: DistInfo) -> TrainResult:
         result.val_losses[0] = initial_val
 
     with step_profiler(cfg.profiling, dump, info.rank, info.device, tr.step, logger.line) as prof:
-        train_loop(tr, ckpt, logger, result, prof, flops_per_token, peak)
+        train_loop(tr, ckpt, logger, result, prof, flops_per_token, peak, heartbeat)
     logger.line(
         f"final | {cfg.job.name} | step {tr.step} | val loss {result.final_val_loss:.4f} | "
         f"val ppl {result.final_val_ppl:.2f} (initial {result.initial_val_ppl:.2f})"
@@ -385,6 +400,7 @@ def train_loop(
     prof: StepProfiler,
     flops_per_token: float,
     peak: float | None,
+    heartbeat: Callable[[], None],
 ) -> None:
     """Step until ``training.steps``: metrics, validation, diagnostics and checkpoints."""
     cfg, info, t = tr.cfg, tr.info, tr.cfg.training
@@ -444,6 +460,7 @@ def train_loop(
             if "switch/vectors_switched" in hook_metrics:
                 values["switch/vectors_switched_window"] = window_switched
             logger.line(format_step_line(tr.step, t.steps, values))
+            heartbeat()
             result.train_losses[tr.step] = out.loss
             window_start = time.perf_counter()
             window_steps = 0

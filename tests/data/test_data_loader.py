@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from trainer.data.loader import DataBundle, build_data, build_val_loader
+from trainer.errors import DataError
 
 
 def batches(loader, k: int) -> list[dict[str, torch.Tensor]]:
@@ -92,7 +93,7 @@ def test_val_loader_deterministic_and_equal_across_ranks(tiny_shards: Path) -> N
 
 
 def test_missing_source_hint(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope.*prepare_data\.py"):
+    with pytest.raises(DataError, match=r"nope.*prepare_data\.py"):
         build_data(str(tmp_path / "nope"), "byte", 8, 2, 0, 1, seed=0)
 
 

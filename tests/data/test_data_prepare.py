@@ -14,6 +14,7 @@ from trainer.data.loader import build_data
 from trainer.data.shards import open_split, read_meta
 from trainer.data.sources import expand_inputs
 from trainer.data.tokenizer import build_tokenizer
+from trainer.errors import DataError
 
 WORDS = ["the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "with", "as"]
 
@@ -107,10 +108,12 @@ def test_jsonl_and_errors(tmp_path: Path, prepare_data_cli: ModuleType) -> None:
     assert meta.splits["train"].n_documents == 11
     with pytest.raises(ValueError, match=r"docs.jsonl.gz:1: no key 'text'"):
         prepare_data_cli.main(["--input", str(path), "--output", str(tmp_path / "x")])
-    with pytest.raises(FileExistsError, match="meta.json"):
+    with pytest.raises(DataError, match="already holds a shard folder; pass --overwrite"):
         prepare_data_cli.main(["--input", str(path), "--output", str(out), "--text-field", "body"])
-    with pytest.raises(FileNotFoundError, match="missing"):
-        prepare_data_cli.main(["--input", str(tmp_path / "missing*.jsonl"), "--output", str(out)])
+    with pytest.raises(DataError, match="missing"):
+        prepare_data_cli.main(
+            ["--input", str(tmp_path / "missing*.jsonl"), "--output", str(out) + "2"]
+        )
 
 
 def test_parquet(tmp_path: Path, prepare_data_cli: ModuleType) -> None:

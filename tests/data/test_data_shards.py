@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from trainer.data.shards import ShardWriter, dtype_for_vocab, open_split, read_meta
+from trainer.errors import DataError
 
 
 def write_folder(folder: Path, vocab_size: int = 257, shard_tokens: int = 10) -> list[list[int]]:
@@ -61,9 +62,9 @@ def test_writer_rejects_bad_ids_and_existing_folder(tmp_path: Path) -> None:
 
 
 def test_missing_folder_and_meta(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(DataError, match="nowhere"):
         read_meta(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="meta.json"):
+    with pytest.raises(DataError, match="meta.json"):
         read_meta(tmp_path)
 
 
@@ -75,7 +76,7 @@ def test_truncated_and_missing_shard(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train_001.bin.*truncated"):
         open_split(tmp_path, meta, "train")
     shard.unlink()
-    with pytest.raises(FileNotFoundError, match="train_001.bin"):
+    with pytest.raises(DataError, match="train_001.bin"):
         open_split(tmp_path, meta, "train")
 
 

@@ -196,3 +196,20 @@ def test_train_script_reports_model_inconsistency_in_one_line(tmp_path):
 
 def test_defaults_are_consistent():
     check_config(JobConfig(), 1)
+
+
+@pytest.mark.parametrize("spelling", ["true", "TRUE", "True", "false", "False", "fAlSe"])
+def test_booleans_accept_any_case(spelling):
+    expected = spelling.lower() == "true"
+    cfg = parse_config(["--checkpoint.enable", spelling, f"--compile.enable={spelling}"])
+    assert cfg.checkpoint.enable is expected and cfg.compile.enable is expected
+
+
+def test_string_field_keeps_a_boolean_like_value():
+    cfg = parse_config(["--job.name", "true", "--method.target_modules", "False", "q_proj"])
+    assert cfg.job.name == "true" and cfg.method.target_modules == ("False", "q_proj")
+
+
+def test_config_given_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=f"--config {tmp_path} is a folder"):
+        parse_config(["--config", str(tmp_path)])

@@ -19,6 +19,7 @@ from trainer.data.shards import open_split, read_meta
 from trainer.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from trainer.data.val_budget import TokenBudgetBatches
 from trainer.data.windows import TokenWindows
+from trainer.errors import DataError
 
 Batch = dict[str, torch.Tensor]
 
@@ -93,7 +94,7 @@ def _load_source(
         return TokenWindows(train, seq_len), TokenWindows(val, seq_len)
     folder = Path(source)
     if not folder.exists():
-        raise FileNotFoundError(
+        raise DataError(
             f"data source not found: {folder}; create a shard folder with "
             f"`python scripts/prepare_data.py --input <files> --output {folder} "
             f"--tokenizer {tok.name if tok.name == 'byte' else '<tokenizer>'}` "
@@ -106,7 +107,7 @@ def _load_source(
         ("eos_id", meta.eos_id, tok.eos_id),
     ):
         if have != want:
-            raise ValueError(
+            raise DataError(
                 f"{folder / 'meta.json'}: shards were written with {key} {have!r} but the "
                 f"requested tokenizer has {key} {want!r}; re-run scripts/prepare_data.py "
                 "with this tokenizer or pass the tokenizer the shards were made with"
@@ -145,7 +146,7 @@ def build_data(
     tok = build_tokenizer(tokenizer)
     train_windows, val_windows = _load_source(source, tok, seq_len, val_fraction, packing)
     if len(train_windows) < dp_world * local_batch_size:
-        raise ValueError(
+        raise DataError(
             f"{source}: {len(train_windows)} training windows of {seq_len + 1} tokens are fewer "
             f"than one global batch ({dp_world} ranks x {local_batch_size})"
         )

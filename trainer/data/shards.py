@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from trainer.errors import DataError
+
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
 DEFAULT_SHARD_TOKENS = 100_000_000
+SCAN_CHUNK_TOKENS = 1 << 24  # ids compared per step of the open-time vocabulary scan
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -77,39 +80,71 @@ class ShardMeta:
 
 def _require(obj: dict[str, Any], key: str, kind: type, where: Path) -> Any:
     if key not in obj:
-        raise ValueError(f"{where}: missing key {key!r}")
+        raise DataError(f"{where}: missing key {key!r}")
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{where}: key {key!r} should be {kind.__name__}, got {value!r}")
+        raise DataError(f"{where}: key {key!r} should be {kind.__name__}, got {value!r}")
     return value
 
 
+def _read_split(s: Any, where: Path) -> SplitMeta:
+    """One ``splits.<name>`` entry, with plain file names and non-negative token counts."""
+    if not isinstance(s, dict):
+        raise DataError(f"{where}: expected a JSON object, got {s!r}")
+    split = SplitMeta(
+        n_documents=_require(s, "n_documents", int, where),
+        n_tokens=_require(s, "n_tokens", int, where),
+        files=_require(s, "files", list, where),
+        file_tokens=_require(s, "file_tokens", list, where),
+    )
+    for name in split.files:  # a listed file must lie inside the folder
+        if not isinstance(name, str) or not name or Path(name).name != name or name in ("..", "."):
+            raise DataError(f"{where}: 'files' holds {name!r}, not a file name in the folder")
+    for n in split.file_tokens:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise DataError(f"{where}: 'file_tokens' holds {n!r}, not a token count")
+    if len(split.files) != len(split.file_tokens) or sum(split.file_tokens) != split.n_tokens:
+        raise DataError(f"{where}: 'files', 'file_tokens' and 'n_tokens' disagree")
+    return split
+
+
 def read_meta(folder: str | Path) -> ShardMeta:
-    """Parse and validate ``folder/meta.json``."""
+    """Parse and validate ``folder/meta.json``; any problem is one DataError naming the file."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"shard folder not found: {folder}")
+        raise DataError(f"shard folder not found: {folder}")
     path = folder / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{path} not found: {folder} is not a shard folder or its write was interrupted"
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {e.start}): damaged or not a meta.json"
+        ) from e
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON: {e}") from e
+        raise DataError(f"{path}: invalid JSON: {e}") from e
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise DataError(f"{path}: expected a JSON object")
     version = _require(raw, "format_version", int, path)
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version}, this reader supports {FORMAT_VERSION}")
+        raise DataError(f"{path}: format_version {version}, this reader supports {FORMAT_VERSION}")
     vocab_size = _require(raw, "vocab_size", int, path)
+    if vocab_size < 1:
+        raise DataError(f"{path}: key 'vocab_size' is {vocab_size}, must be positive")
+    eos_id = _require(raw, "eos_id", int, path)
+    if not 0 <= eos_id < vocab_size:
+        raise DataError(f"{path}: key 'eos_id' is {eos_id}, outside [0, vocab_size {vocab_size})")
     dtype = _require(raw, "dtype", str, path)
     expected = dtype_for_vocab(vocab_size)
     if dtype not in ("uint16", "uint32"):
-        raise ValueError(f"{path}: key 'dtype' is {dtype!r}, expected 'uint16' or 'uint32'")
+        raise DataError(f"{path}: key 'dtype' is {dtype!r}, expected 'uint16' or 'uint32'")
     if np.dtype(dtype) != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: dtype mismatch: key 'dtype' is {dtype!r} but vocab_size {vocab_size} "
             f"needs {expected.name}"
         )
@@ -117,22 +152,12 @@ def read_meta(folder: str | Path) -> ShardMeta:
     splits = {}
     for name in SPLITS:
         if name not in splits_raw:
-            raise ValueError(f"{path}: missing key 'splits.{name}'")
-        s = splits_raw[name]
-        where = Path(f"{path}[splits.{name}]")
-        split = SplitMeta(
-            n_documents=_require(s, "n_documents", int, where),
-            n_tokens=_require(s, "n_tokens", int, where),
-            files=_require(s, "files", list, where),
-            file_tokens=_require(s, "file_tokens", list, where),
-        )
-        if len(split.files) != len(split.file_tokens) or sum(split.file_tokens) != split.n_tokens:
-            raise ValueError(f"{where}: 'files', 'file_tokens' and 'n_tokens' disagree")
-        splits[name] = split
+            raise DataError(f"{path}: missing key 'splits.{name}'")
+        splits[name] = _read_split(splits_raw[name], Path(f"{path}[splits.{name}]"))
     return ShardMeta(
         tokenizer=_require(raw, "tokenizer", str, path),
         vocab_size=vocab_size,
-        eos_id=_require(raw, "eos_id", int, path),
+        eos_id=eos_id,
         dtype=dtype,
         splits=splits,
         extra=raw.get("extra", {}),
@@ -140,25 +165,54 @@ def read_meta(folder: str | Path) -> ShardMeta:
     )
 
 
-def open_split(folder: str | Path, meta: ShardMeta, split: str) -> list[np.ndarray]:
-    """Read-only memory maps of the shard files of ``split``, checked against ``meta``."""
+def check_token_ids(array: np.ndarray, vocab_size: int, path: Path) -> None:
+    """Raise a DataError naming ``path`` and the first offset whose id is ``>= vocab_size``.
+
+    Scans in chunks so that a memory-mapped shard is read once, sequentially, without
+    holding more than one chunk of comparisons in memory.
+    """
+    for start in range(0, len(array), SCAN_CHUNK_TOKENS):
+        chunk = array[start : start + SCAN_CHUNK_TOKENS]
+        if chunk.max() >= vocab_size:
+            offset = start + int(np.argmax(chunk >= vocab_size))
+            raise DataError(
+                f"{path}: token id {int(array[offset])} at token offset {offset} is outside "
+                f"the vocabulary [0, {vocab_size}) of {META_FILE}; the shard is corrupt or "
+                "was written with another tokenizer"
+            )
+
+
+def open_split(
+    folder: str | Path, meta: ShardMeta, split: str, check_ids: bool = True
+) -> list[np.ndarray]:
+    """Read-only memory maps of the shard files of ``split``, checked against ``meta``.
+
+    With ``check_ids`` every token id is scanned once against ``meta.vocab_size`` (the
+    tokenizer's vocabulary, not the model's padded embedding size).
+    """
     folder = Path(folder)
     if split not in meta.splits:
-        raise ValueError(f"{folder / META_FILE}: no split {split!r}")
+        raise DataError(f"{folder / META_FILE}: no split {split!r}")
     dtype = np.dtype(meta.dtype).newbyteorder("<")
     arrays = []
     for name, n_tokens in zip(meta.splits[split].files, meta.splits[split].file_tokens):
         path = folder / name
         if not path.is_file():
-            raise FileNotFoundError(f"shard file missing: {path} (listed in {META_FILE})")
+            raise DataError(f"shard file missing: {path} (listed in {META_FILE})")
         size = path.stat().st_size
         if size != n_tokens * dtype.itemsize:
-            raise ValueError(
+            raise DataError(
                 f"{path}: {size} bytes, expected {n_tokens * dtype.itemsize} "
                 f"({n_tokens} tokens of {meta.dtype}); the file is truncated or corrupt"
             )
         if n_tokens > 0:
-            arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,)))
+            try:
+                array = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+            except OSError as e:
+                raise DataError(f"{path}: cannot be read: {e.strerror or e}") from e
+            if check_ids:
+                check_token_ids(array, meta.vocab_size, path)
+            arrays.append(array)
     return arrays
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from trainer.errors import DataError
+
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -32,9 +34,9 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
         else:
             matches = [Path(pattern)]
             if not matches[0].exists():
-                raise FileNotFoundError(f"input not found: {pattern}")
+                raise DataError(f"input not found: {pattern}")
             if matches[0].is_file() and not _is_supported(matches[0]):
-                raise ValueError(
+                raise DataError(
                     f"unsupported input file type: {pattern} (expected {', '.join(SUPPORTED)})"
                 )
         found: list[Path] = []
@@ -44,7 +46,7 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
             elif _is_supported(m):
                 found.append(m)
         if not found:
-            raise FileNotFoundError(f"no {', '.join(SUPPORTED)} files match {pattern}")
+            raise DataError(f"no {', '.join(SUPPORTED)} files match {pattern}")
         files.extend(found)
     seen: set[Path] = set()
     unique = []
@@ -84,14 +86,12 @@ def read_jsonl_file(path: Path, field: str) -> Iterator[str]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from e
+                raise DataError(f"{path}:{lineno}: invalid JSON: {e}") from e
             if not isinstance(obj, dict) or field not in obj:
-                raise ValueError(f"{path}:{lineno}: no key {field!r} in the JSON object")
+                raise DataError(f"{path}:{lineno}: no key {field!r} in the JSON object")
             text = obj[field]
             if not isinstance(text, str):
-                raise ValueError(
-                    f"{path}:{lineno}: key {field!r} is {type(text).__name__}, not str"
-                )
+                raise DataError(f"{path}:{lineno}: key {field!r} is {type(text).__name__}, not str")
             yield text
 
 
@@ -103,7 +103,7 @@ def read_parquet_file(path: Path, field: str) -> Iterator[str]:
         raise ImportError(f"reading {path} needs pyarrow; {DATA_EXTRA_HINT}") from e
     pf = pq.ParquetFile(path)
     if field not in pf.schema_arrow.names:
-        raise ValueError(
+        raise DataError(
             f"{path}: no column {field!r} (columns: {', '.join(pf.schema_arrow.names)})"
         )
     for batch in pf.iter_batches(columns=[field]):
@@ -119,13 +119,22 @@ def read_files(
     for path in files:
         name = path.name
         if name.endswith(TEXT_SUFFIXES):
-            yield from read_text_file(path, one_per_line)
+            docs = read_text_file(path, one_per_line)
         elif name.endswith(JSONL_SUFFIXES):
-            yield from read_jsonl_file(path, field)
+            docs = read_jsonl_file(path, field)
         elif name.endswith(PARQUET_SUFFIXES):
-            yield from read_parquet_file(path, field)
+            docs = read_parquet_file(path, field)
         else:
-            raise ValueError(f"unsupported input file type: {path}")
+            raise DataError(f"unsupported input file type: {path}")
+        try:
+            yield from docs
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}: not UTF-8 text ({e.reason}); "
+                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or leave it out"
+            ) from e
+        except (gzip.BadGzipFile, EOFError) as e:
+            raise DataError(f"{path}: damaged gzip file: {e}") from e
 
 
 def read_hf_dataset(
@@ -148,7 +157,7 @@ def read_hf_dataset(
     ds = datasets.load_dataset(name, config, data_files=files, split=split, streaming=True)
     for i, row in enumerate(ds):
         if field not in row:
-            raise ValueError(
+            raise DataError(
                 f"dataset {name!r} row {i}: no field {field!r} (fields: {', '.join(row)})"
             )
         yield row[field]
