@@ -61,6 +61,7 @@ from trainer.checkpoint.state import (
     state_to_save,
     unpack,
 )
+from trainer.checkpoint.tokenizer_copy import check_same_tokenizer, tokenizer_record
 from trainer.config import JobConfig, to_toml
 
 
@@ -103,6 +104,7 @@ class CheckpointManager:
             return self._load_full(parts, source)
         start = time.perf_counter()
         manifest = read_manifest(source)
+        check_same_tokenizer(source, manifest, parts.data.tokenizer_name)
         count = load_model_only(parts.model, source, read_metadata(source), manifest)
         self.log(
             f"initial weights: {count} tensors from {source} (step {manifest['step']}, "
@@ -128,6 +130,7 @@ class CheckpointManager:
         start = time.perf_counter()
         manifest = read_manifest(folder)
         metadata = read_metadata(folder)
+        check_same_tokenizer(folder, manifest, parts.data.tokenizer_name)
         check_matches_run(folder, manifest, self.job, parts.model_args, adapter_scales(parts.model))
         _check_model_shapes(folder, metadata, parts)
         saved_world = int(manifest["world_size"])
@@ -192,6 +195,10 @@ class CheckpointManager:
             self.root.mkdir(parents=True, exist_ok=True)
             remove_unfinished(self.root, step)
             folder.mkdir()
+        data = parts.data
+        tokenizer = tokenizer_record(
+            self.job.data.tokenizer, data.tokenizer_name, data.eos_id, folder, self.info.is_main
+        )
         if dist.is_initialized():
             dist.barrier()
         start = time.perf_counter()
@@ -205,7 +212,7 @@ class CheckpointManager:
             cfg=self.job,
             model_args=parts.model_args,
             scales=adapter_scales(parts.model),
-            tokenizer={"name": parts.data.tokenizer_name, "eos_id": parts.data.eos_id},
+            tokenizer=tokenizer,
         )
         writer = storage_writer(folder, step)
         if self.group is not None:
