@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
@@ -19,7 +20,7 @@ def main(spec_file: str, out_file: str) -> None:
     from lm_eval.tasks import TaskManager
 
     outputs = []
-    for spec in json.loads(open(spec_file).read()):
+    for spec in json.loads(Path(spec_file).read_text()):
         results = lm_eval.simple_evaluate(
             model="hf",
             model_args=(
