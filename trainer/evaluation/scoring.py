@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from trainer.evaluation.documents import Document
 from trainer.evaluation.models import ScoredModel
-from trainer.evaluation.windows import rolling_windows
+from trainer.evaluation.windows import Window, rolling_windows
 
 
 @dataclass
@@ -80,7 +80,7 @@ def score_documents(
     device: torch.device,
 ) -> Score:
     """Score every token of ``documents`` once, in rolling windows of ``seq_len`` tokens."""
-    by_length: dict[int, list[tuple[list[int], list[int]]]] = defaultdict(list)
+    by_length: dict[int, list[Window]] = defaultdict(list)
     for doc in documents:
         for window in rolling_windows(doc.ids, model.prefix_id, seq_len):
             by_length[len(window[0])].append(window)
@@ -91,7 +91,9 @@ def score_documents(
             inputs = torch.tensor([w[0] for w in chunk], device=device)
             targets = torch.tensor([w[1] for w in chunk], device=device)
             logits = model.logits(inputs).float()
-            nll += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+            token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            for row, (_, _, scored) in enumerate(chunk):
+                nll += token_nll[row, -scored:].double().sum().item()
     return Score(
         documents=len(documents),
         tokens=sum(len(d.ids) for d in documents),
