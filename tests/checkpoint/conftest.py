@@ -201,3 +201,95 @@ def probe(reference, tmp_path_factory) -> dict:
         "partial_digest": digest(partial),
         "log": proc.stdout,
     }
+
+
+TOKENIZER_STEPS = 4
+"""Steps of the single-process runs with a BPE or SentencePiece tokenizer."""
+
+
+def shakespeare_lines(limit: int = 20000) -> list[str]:
+    """Non-empty lines of the embedded corpus (tokenizer training text)."""
+    from trainer.data.embedded import load_embedded_documents
+
+    docs = load_embedded_documents("embedded:shakespeare")
+    return [line for doc in docs for line in doc.splitlines() if line.strip()][:limit]
+
+
+def train_bpe(path: Path, vocab_size: int = 400) -> Path:
+    """A tiny byte-level BPE tokenizer.json with an <|endoftext|> token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(shakespeare_lines(), trainer)
+    tok.save(str(path))
+    return path
+
+
+def train_sentencepiece(prefix: Path, vocab_size: int = 800) -> Path:
+    """A tiny SentencePiece BPE model (byte fallback, default nmt_nfkc normalization)."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(shakespeare_lines()),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    return prefix.with_suffix(".model")
+
+
+def tokenizer_run(base: Path, tokenizer: Path) -> dict:
+    """A single-process SwitchLoRA run of TOKENIZER_STEPS steps with ``tokenizer``; afterwards
+    the tokenizer file is moved away, so everything downstream must use the checkpoint's copy."""
+    dump = base / "run"
+    check_ok(
+        launch(
+            [
+                *SWITCH,
+                "--training.steps",
+                str(TOKENIZER_STEPS),
+                "--checkpoint.interval",
+                str(TOKENIZER_STEPS),
+                "--data.tokenizer",
+                str(tokenizer),
+                "--job.dump_folder",
+                str(dump),
+            ],
+            nproc=1,
+        )
+    )
+    moved = base / ("moved" + tokenizer.suffix)
+    tokenizer.rename(moved)
+    return {
+        "dump": dump,
+        "step": dump / "checkpoints" / f"step-{TOKENIZER_STEPS}",
+        "original": tokenizer,
+        "moved": moved,
+    }
+
+
+@pytest.fixture(scope="session")
+def bpe_run(tmp_path_factory) -> dict:
+    """A run with a byte-level BPE tokenizer.json (vocab 400), its original file moved away."""
+    pytest.importorskip("tokenizers")
+    base = tmp_path_factory.mktemp("bpe_run")
+    return tokenizer_run(base, train_bpe(base / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def sp_run(tmp_path_factory) -> dict:
+    """A run with a SentencePiece .model tokenizer (vocab 800), its original file moved away."""
+    pytest.importorskip("sentencepiece")
+    base = tmp_path_factory.mktemp("sp_run")
+    return tokenizer_run(base, train_sentencepiece(base / "sp"))

@@ -34,7 +34,14 @@ def hf_logits(folder, tokens, dtype):
 def test_hf_export_matches_trainer_logits_in_fp32(step8, probe, reference, tmp_path):
     out = tmp_path / "hf"
     files = export_checkpoint(step8, out, dtype="fp32", log=lambda _: None)
-    assert sorted(f.name for f in files) == ["config.json", "model.safetensors"]
+    assert sorted(f.name for f in files) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     trained = torch.load(probe["logits"])
     logits, model = hf_logits(out, trained["tokens"], torch.float32)
     ref = trained["logits"]

@@ -67,6 +67,7 @@ from trainer.checkpoint.state import (
     state_to_save,
     unpack,
 )
+from trainer.checkpoint.tokenizer_copy import check_same_tokenizer, tokenizer_record
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.config import JobConfig, to_toml
 
@@ -121,6 +122,7 @@ class CheckpointManager:
         start = time.perf_counter()
         manifest = read_manifest(source)
         verify_checkpoint(source, manifest, initial_load_hint)
+        check_same_tokenizer(source, manifest, parts.data.tokenizer_name)
         count = load_model_only(parts.model, source, read_metadata(source), manifest)
         self.log(
             f"initial weights: {count} tensors from {source} (step {manifest['step']}, "
@@ -158,6 +160,7 @@ class CheckpointManager:
         manifest = read_manifest(folder)
         verify_checkpoint(folder, manifest, hint)
         metadata = read_metadata(folder)
+        check_same_tokenizer(folder, manifest, parts.data.tokenizer_name)
         check_matches_run(folder, manifest, self.job, parts.model_args, adapter_scales(parts.model))
         _check_model_shapes(folder, metadata, parts)
         saved_world = int(manifest["world_size"])
@@ -233,6 +236,10 @@ class CheckpointManager:
             self.root.mkdir(parents=True, exist_ok=True)
             remove_unfinished(self.root, step)
             folder.mkdir()
+        data = parts.data
+        tokenizer = tokenizer_record(
+            self.job.data.tokenizer, data.tokenizer_name, data.eos_id, folder, self.info.is_main
+        )
         if dist.is_initialized():
             dist.barrier()
         start = time.perf_counter()
@@ -243,7 +250,7 @@ class CheckpointManager:
             cfg=self.job,
             model_args=parts.model_args,
             scales=adapter_scales(parts.model),
-            tokenizer={"name": parts.data.tokenizer_name, "eos_id": parts.data.eos_id},
+            tokenizer=tokenizer,
         )
         writer = storage_writer(folder, step)
         if self.group is not None:

@@ -51,7 +51,8 @@ def hf_config(args: ModelArgs, dtype: torch.dtype, eos_id: int | None) -> dict[s
         "dtype": DTYPE_NAMES[dtype],
     }
     if eos_id is not None:
-        config["eos_token_id"] = eos_id
+        # The run's EOS also pads (batched generation, sequence classification); no BOS is used.
+        config.update(eos_token_id=eos_id, pad_token_id=eos_id, bos_token_id=None)
     return config
 
 

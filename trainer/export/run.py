@@ -6,8 +6,11 @@
 
 Runs on one process without a GPU. ``hf`` writes ``config.json`` and ``model.safetensors``
 (sharded with an index above --max-shard-size, one shard in memory at a time), loadable with
-``transformers.LlamaForCausalLM.from_pretrained(output)``. ``torch`` writes ``model.pt``
+``transformers.AutoModelForCausalLM.from_pretrained(output)``. ``torch`` writes ``model.pt``
 (a dict of the same Hugging Face names, held in memory as a whole) and ``config.json``.
+Both also write the run's tokenizer (from the checkpoint's copy) as ``tokenizer.json``,
+``tokenizer_config.json``, ``special_tokens_map.json`` and ``generation_config.json``, so that
+``AutoTokenizer.from_pretrained(output)`` gives the run's ids (trainer/export/tokenizer_files.py).
 ``--adapters-only`` writes lora_A / lora_B under the trainer's parameter names
 (``adapters.safetensors`` or ``adapters.pt``) plus ``adapter_config.json``. The output is
 written into a sibling folder and moved into place when complete, with a marker file that
@@ -33,6 +36,7 @@ from trainer.errors import InputError
 from trainer.export.hf_format import hf_config, hf_name, readable_by_all, write_safetensors
 from trainer.export.output import check_output, staging_folder, swap_in
 from trainer.export.source import ExportSource
+from trainer.export.tokenizer_files import write_tokenizer_files
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -84,6 +88,9 @@ def export_checkpoint(
             names = _write_adapters(source, tmp, fmt, torch_dtype)
         else:
             names = _write_dense(source, tmp, fmt, torch_dtype, plan, max_shard_bytes)
+            names += write_tokenizer_files(
+                checkpoint, source.manifest, source.args.max_seq_len, tmp, log
+            )
         swap_in(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
