@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def reproduce(output: Path, *args: str, env: dict[str, str] | None = None):
     cmd = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "--suite", "micro"]
-    cmd += ["--output", str(output), "--progress-every", "0", *args]
+    # One lr per method: this test is about resuming, not the sweep.
+    cmd += ["--output", str(output), "--progress-every", "0", "--no-lr-sweep", *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=full_env, cwd=ROOT)
 

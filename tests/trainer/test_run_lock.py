@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -125,27 +126,34 @@ def test_second_run_on_a_live_folder_is_refused_on_every_rank(tmp_path: Path) ->
     )
     try:
         deadline = time.time() + 300
-        while "step 0 | val loss" not in (tmp_path / "first.log").read_text():
+        created = None
+        # Two log steps: the lock exists and its heartbeat has moved on since it was taken.
+        while (tmp_path / "first.log").read_text().count("/300 |") < 2:
+            if created is None and (dump / LOCK_FILE).exists():
+                created = (dump / LOCK_FILE).stat().st_mtime
             assert first.poll() is None and time.time() < deadline, (
                 tmp_path / "first.log"
             ).read_text()
-            time.sleep(0.5)
-        created = (dump / LOCK_FILE).stat().st_mtime
-        second = subprocess.run(
-            [*train_command(ROOT / "scripts/train.py", 2), *train_args(dump, 300)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=launch_env(),
-            cwd=ROOT,
-        )
-        assert first.poll() is None, "the first run ended before the second was refused"
-        assert (dump / LOCK_FILE).stat().st_mtime > created  # heartbeats at the log steps
-        rank_lines = [ln for ln in second.stderr.splitlines() if ln.startswith("run error: ")]
+            time.sleep(0.05)
+        assert created is not None and (dump / LOCK_FILE).stat().st_mtime > created
+        # Paused, so that it cannot finish before the second run has started (a tiny run is
+        # faster than a torchrun launch); it stays alive and holds the lock.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = subprocess.run(
+                [*train_command(ROOT / "scripts/train.py", 2), *train_args(dump, 300)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=launch_env(),
+                cwd=ROOT,
+            )
+            assert first.poll() is None, "the first run ended before the second was refused"
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         expected = f"run error: {dump / LOCK_FILE} is held by a live run (host {socket.gethostname()}, pid {first.pid}, started"
-        assert len(rank_lines) == 2 and all(ln.startswith(expected) for ln in rank_lines), (
-            second.stderr
-        )
+        # Counted, not split into lines: the two ranks write to one stderr at the same time.
+        assert second.stderr.count(expected) == 2, second.stderr
         assert second.returncode != 0 and "/300 |" not in second.stdout
         assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()
     finally:
