@@ -349,7 +349,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp!r}")
 
 
+# Keys that existed in earlier releases: an old config gets one line saying where they went.
+MOVED_KEYS = {
+    "parallel.activation_checkpoint": "activation_checkpoint.mode ('full' for true, 'none' for false)",
+}
+
+
 def _unknown_key_error(key: str, known: list[str]) -> ConfigError:
+    if key in MOVED_KEYS:
+        return ConfigError(f"{key}: moved to {MOVED_KEYS[key]}")
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"unknown key '{key}'{hint}")

@@ -87,6 +87,10 @@ def test_cli_overrides_toml():
         (["--training.steps", "3", "4"], "training.steps: expected one value, got 2"),
         (["--steps", "3"], "unknown option '--steps'"),
         (["steps"], "unexpected argument 'steps'"),
+        (
+            ["--parallel.activation_checkpoint", "true"],
+            "parallel.activation_checkpoint: moved to activation_checkpoint.mode",
+        ),
     ],
 )
 def test_cli_override_errors_name_the_key(flags, message):
@@ -121,6 +125,10 @@ def test_cli_values_read_as_the_field_needs():
         ({"precision": {"mode": "fp16"}}, "precision.mode: expected one of"),
         ({"compile": {"enable": 1}}, "compile.enable: expected true or false"),
         ({"training": 5}, "training: expected a [training] table"),
+        (
+            {"parallel": {"activation_checkpoint": True}},
+            "parallel.activation_checkpoint: moved to activation_checkpoint.mode",
+        ),
     ],
 )
 def test_bad_keys_and_types(raw, fragment):
