@@ -18,7 +18,7 @@ from trainer.data.sampler import DistributedWindowSampler
 from trainer.data.shards import open_split, read_meta
 from trainer.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from trainer.data.val_budget import TokenBudgetBatches
-from trainer.data.windows import TokenWindows
+from trainer.data.windows import TokenWindows, collate_windows
 from trainer.errors import DataError
 
 Batch = dict[str, torch.Tensor]
@@ -37,16 +37,6 @@ class DataBundle:
     vocab_size: int
     eos_id: int
     tokenizer_name: str
-
-
-def collate_windows(windows: list[torch.Tensor]) -> Batch:
-    """Stack windows of ``L + 1`` tokens into next-token ``input``/``target`` of shape [B, L].
-
-    Padding (IGNORE_INDEX of trainer.data.padded, data.packing = "pad") stays in the targets, where the loss skips
-    it, and is read as token 0 in the inputs.
-    """
-    w = torch.stack(windows)
-    return {"input": w[:, :-1].clamp_min(0), "target": w[:, 1:].contiguous()}
 
 
 def tokenize_documents(docs: list[str], tok: Tokenizer) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data.padded import IGNORE_INDEX, target_counts
+from trainer.data.windows import collate_windows
 
 Batch = dict[str, torch.Tensor]
 
@@ -67,12 +68,11 @@ class TokenBudgetBatches:
         b = self.local_batch_size
         for n in range(self.n_batches):
             chunk = self.indices[n * b : (n + 1) * b]
-            windows = [self.windows[i] for i in chunk] or [self.windows[0]]
-            w = torch.stack(windows)
-            target = w[:, 1:].clone()
+            batch = collate_windows([self.windows[i] for i in chunk] or [self.windows[0]])
+            target = batch["target"]
             if not chunk:
                 target.fill_(IGNORE_INDEX)  # keeps this rank in step with the others
             for row, i in enumerate(chunk):
                 if i == self.last:
                     target[row, self.last_kept :] = IGNORE_INDEX
-            yield {"input": w[:, :-1].clamp_min(0), "target": target}
+            yield batch

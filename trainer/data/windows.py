@@ -80,3 +80,13 @@ def build_windows(arrays: Sequence[np.ndarray], seq_len: int) -> Dataset:
     if len(parts) == 1:
         return parts[0]
     return ConcatDataset(parts)
+
+
+def collate_windows(windows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stack windows of ``L + 1`` tokens into next-token ``input``/``target`` of shape [B, L].
+
+    Padding (IGNORE_INDEX of trainer.data.padded, data.packing = "pad") stays in the targets, where the loss skips
+    it, and is read as token 0 in the inputs.
+    """
+    w = torch.stack(windows)
+    return {"input": w[:, :-1].clamp_min(0), "target": w[:, 1:].contiguous()}
