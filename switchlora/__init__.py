@@ -20,15 +20,15 @@ Wiring (single process or FSDP2):
    ``zero_grad()``. Checkpoint ``ctrl.state_dict()`` next to model and optimizer.
 """
 
+from switchlora.baselines.galore import GaLoreAdamW
+from switchlora.baselines.relora import ReLoRAController, ReLoRAOptions
 from switchlora.controller import SwitchController
 from switchlora.convert import convert_to_adapters
-from switchlora.galore import GaLoreAdamW
 from switchlora.init import init_adapter_layer_full
 from switchlora.layer import AdapterLinear
 from switchlora.materialize import initialize_adapters_
 from switchlora.optimizer import SwitchAdamW, param_groups
 from switchlora.options import SwitchLoRAOptions
-from switchlora.relora import ReLoRAController, ReLoRAOptions
 from switchlora.sharding import copy_full_, make_placement_fn, placement_fn
 
 __all__ = [

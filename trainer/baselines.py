@@ -3,11 +3,11 @@
 ReLoRA: target projections become adapter layers (switchlora.AdapterLinear) with A
 kaiming-uniform, B = 0 and s = relora.alpha / method.rank; the base weight gets the plain
 LLaMA init (the same tensor the full-rank model would get), so step 0 equals full-rank.
-A :class:`switchlora.relora.ReLoRAController` resets after every ``relora.interval``-th
+A :class:`switchlora.baselines.relora.ReLoRAController` resets after every ``relora.interval``-th
 optimizer step (merge, re-draw, prune), and the LR follows the jagged schedule of
 :func:`trainer.lr_schedule.restart_warmup_factor`.
 
-GaLore: the model stays dense; :class:`switchlora.galore.GaLoreAdamW` projects the moments
+GaLore: the model stays dense; :class:`switchlora.baselines.galore.GaLoreAdamW` projects the moments
 of the target projections' weights (rank method.rank) and trains everything else with the
 same AdamW unprojected.
 """
@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
+from switchlora.baselines.galore import GaLoreAdamW, refresh_count
+from switchlora.baselines.relora import ReLoRAController, ReLoRAOptions, relora_options
 from switchlora.convert import convert_to_adapters
-from switchlora.galore import GaLoreAdamW, refresh_count
 from switchlora.materialize import initialize_adapters_
-from switchlora.relora import ReLoRAController, ReLoRAOptions, relora_options
 from switchlora.sharding import make_placement_fn
 from trainer.adapters import adapter_layers, dense_init, shard_degree
 from trainer.config import JobConfig

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from parallel.distributed import init_distributed, shutdown
-from switchlora.relora import relora_reset_
+from switchlora.baselines.relora import relora_reset_
 from trainer.baselines import reshard_
 from trainer.checkpoint import CheckpointManager
 from trainer.cli import parse_config

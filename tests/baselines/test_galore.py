@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from switchlora.galore import GaLoreAdamW, refresh_count
-from switchlora.galore_projector import (
+from switchlora.baselines.galore import GaLoreAdamW, refresh_count
+from switchlora.baselines.galore_projector import (
     compute_projector,
     moment_shape,
     projector_shape,

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from switchlora.relora import (
+from switchlora.baselines.relora import (
     ReLoRAController,
     ReLoRAOptions,
     magnitude_keep_mask,

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from switchlora.galore_projector import state_numel
+from switchlora.baselines.galore_projector import state_numel
 from switchlora.init import layer_switchable, pool_size
 from switchlora.layer import ROLE_ATTR, AdapterLinear
 from trainer.config import JobConfig

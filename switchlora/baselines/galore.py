@@ -13,7 +13,7 @@ projected back, scaled by `scale` and applied; decoupled weight decay follows th
 Parameters of groups without a rank get the same AdamW unprojected.
 
 The projector (its side, its computation from a Gram matrix and how it is distributed under
-FSDP2) is in switchlora.galore_projector.
+FSDP2) is in switchlora.baselines.galore_projector.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
-from switchlora.galore_projector import (
+from switchlora.baselines.galore_projector import (
     compute_projector,
     moment_shape,
     project,
