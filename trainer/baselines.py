@@ -20,11 +20,9 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
+from switchlora import convert_to_adapters, initialize_adapters_, make_placement_fn
 from switchlora.baselines.galore import GaLoreAdamW, refresh_count
 from switchlora.baselines.relora import ReLoRAController, ReLoRAOptions, relora_options
-from switchlora.convert import convert_to_adapters
-from switchlora.materialize import initialize_adapters_
-from switchlora.sharding import make_placement_fn
 from trainer.adapters import adapter_layers, dense_init, shard_degree
 from trainer.config import JobConfig
 from trainer.lr_schedule import restart_warmup_factor
