@@ -3,8 +3,9 @@
 Module names and weight layouts match ``transformers.LlamaForCausalLM`` one-to-one
 (``embed_tokens``, ``layers.N.self_attn.q_proj``, ``layers.N.mlp.gate_proj``,
 ``input_layernorm``, ``norm``, ``lm_head``), so export is a rename of the top-level prefix.
-Built on the meta device; :func:`trainer.model.init.init_dense_weights` draws every tensor in full from a generator
-keyed by (seed, parameter name), so the initial model does not depend on the world size.
+Built on the meta device; :func:`trainer.model.init.init_dense_weights` draws every tensor in
+full from a generator keyed by (seed, parameter name), so the initial model does not depend on
+the world size.
 """
 
 from __future__ import annotations
