@@ -218,24 +218,30 @@ class Method:
     """Adapter scale numerator: s = alpha / rank."""
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     """Linear layers that get an adapter; the rest of the model trains full-rank."""
-    interval0: float = 40.0
-    """SwitchLoRA: initial switching interval (steps between switches of one vector)."""
-    descent_ratio: float = 0.1
-    """SwitchLoRA: the switching frequency falls to 0.3x its start at step descent_ratio * steps."""
-    fixed_interval: bool = False
-    """SwitchLoRA: keep the interval at interval0 for the whole run."""
-    freeze_steps: int = 5
-    """SwitchLoRA: steps a switched vector's counterpart stays frozen (0 = reset its state without freezing)."""
-    candidate_source: Literal["pool", "seeded"] = "pool"
-    """SwitchLoRA: 'pool' stores min(m, n) candidate vectors per factor; 'seeded' draws them from a keyed generator."""
-    pool_write_back: bool = True
-    """SwitchLoRA pool: write the trained outgoing vector back into its pool slot."""
-    pool_choice: Literal["sequential", "random"] = "sequential"
-    """SwitchLoRA pool: walk the pool as a ring, or draw uniformly from unused entries."""
-    pool_offload_cpu: bool = False
-    """SwitchLoRA pool: keep pools in pinned CPU memory and copy only the rows needed each step."""
     init: Literal["switchlora", "lora"] = "switchlora"
-    """Adapter init: the SwitchLoRA formula for A and B, or LoRA's kaiming A with B = 0."""
+    """Adapter init of lora and switchlora: the SwitchLoRA formula for A and B, or LoRA's kaiming A with B = 0."""
+
+
+@dataclass
+class SwitchLoRA:
+    """SwitchLoRA (method.name = "switchlora"): when and how adapter vectors are switched."""
+
+    interval0: float = 40.0
+    """Initial switching interval (steps between switches of one vector)."""
+    descent_ratio: float = 0.1
+    """The switching frequency falls to 0.3x its start at step descent_ratio * steps."""
+    fixed_interval: bool = False
+    """Keep the interval at interval0 for the whole run."""
+    freeze_steps: int = 5
+    """Steps a switched vector's counterpart stays frozen (0 = reset its state without freezing)."""
+    candidate_source: Literal["pool", "seeded"] = "pool"
+    """'pool' stores min(m, n) candidate vectors per factor; 'seeded' draws them from a keyed generator."""
+    pool_write_back: bool = True
+    """Pool only: write the trained outgoing vector back into its pool slot."""
+    pool_choice: Literal["sequential", "random"] = "sequential"
+    """Pool only: walk the pool as a ring, or draw uniformly from unused entries."""
+    pool_offload_cpu: bool = False
+    """Pool only: keep pools in pinned CPU memory and copy only the rows needed each step."""
 
 
 @dataclass
@@ -288,6 +294,7 @@ class JobConfig:
     compile: Compile = field(default_factory=Compile)
     precision: Precision = field(default_factory=Precision)
     method: Method = field(default_factory=Method)
+    switchlora: SwitchLoRA = field(default_factory=SwitchLoRA)
     relora: ReLoRA = field(default_factory=ReLoRA)
     galore: GaLore = field(default_factory=GaLore)
 
@@ -352,6 +359,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 # Keys that existed in earlier releases: an old config gets one line saying where they went.
 MOVED_KEYS = {
     "parallel.activation_checkpoint": "activation_checkpoint.mode ('full' for true, 'none' for false)",
+    **{
+        f"method.{name}": f"switchlora.{name}"
+        for name in (
+            "interval0",
+            "descent_ratio",
+            "fixed_interval",
+            "freeze_steps",
+            "candidate_source",
+            "pool_write_back",
+            "pool_choice",
+            "pool_offload_cpu",
+        )
+    },
 }
 
 

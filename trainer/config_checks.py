@@ -7,6 +7,7 @@ from pathlib import Path
 
 from parallel.activation_checkpoint import parse_every
 from trainer.config import ConfigError, JobConfig
+from trainer.methods import get_method
 from trainer.model.args import ModelArgs, resolve_model_args
 
 
@@ -88,54 +89,7 @@ def check_config(cfg: JobConfig, world_size: int) -> None:
             f"precision.float8_all_gather: needs precision.mode = 'float8', got "
             f"'{cfg.precision.mode}'"
         )
-    m = cfg.method
-    if m.name != "full":
-        if m.rank < 1:
-            raise ConfigError(f"method.rank: must be at least 1, got {m.rank}")
-        if not m.target_modules:
-            raise ConfigError("method.target_modules: empty list")
-    if m.name == "switchlora":
-        if m.freeze_steps < 0:
-            raise ConfigError(f"method.freeze_steps: must be >= 0, got {m.freeze_steps}")
-        if m.interval0 < 2 * m.freeze_steps:
-            raise ConfigError(
-                f"method.interval0: {m.interval0} is below 2 * method.freeze_steps "
-                f"({2 * m.freeze_steps}); counterparts would still be frozen when switched again"
-            )
-        if m.descent_ratio <= 0:
-            raise ConfigError(f"method.descent_ratio: must be positive, got {m.descent_ratio}")
-    _check_baselines(cfg)
-
-
-def _check_baselines(cfg: JobConfig) -> None:
-    """ReLoRA and GaLore settings (only checked when the method is used)."""
-    if cfg.method.name == "relora":
-        r = cfg.relora
-        if r.interval < 1:
-            raise ConfigError(f"relora.interval: must be positive, got {r.interval}")
-        if not 0 <= r.restart_warmup_steps < r.interval:
-            raise ConfigError(
-                f"relora.restart_warmup_steps: must be in [0, relora.interval), "
-                f"got {r.restart_warmup_steps}"
-            )
-        if r.alpha <= 0:
-            raise ConfigError(f"relora.alpha: must be positive, got {r.alpha}")
-        if not 0.0 <= r.prune_ratio <= 1.0:
-            raise ConfigError(f"relora.prune_ratio: must be in [0, 1], got {r.prune_ratio}")
-        if not 0.0 <= r.dropout < 1.0:
-            raise ConfigError(f"relora.dropout: must be in [0, 1), got {r.dropout}")
-        if cfg.method.alpha != 1.0:
-            raise ConfigError(
-                "method.alpha: not used by relora (its scale is relora.alpha / method.rank)"
-            )
-    if cfg.method.name == "galore":
-        g = cfg.galore
-        if g.update_interval < 1:
-            raise ConfigError(f"galore.update_interval: must be positive, got {g.update_interval}")
-        if g.scale <= 0:
-            raise ConfigError(f"galore.scale: must be positive, got {g.scale}")
-        if g.eps is not None and g.eps < 0:
-            raise ConfigError(f"galore.eps: must be >= 0, got {g.eps}")
+    get_method(cfg.method.name).check_config(cfg)
 
 
 def model_args_from_config(cfg: JobConfig, vocab_size: int) -> ModelArgs:
@@ -181,7 +135,7 @@ def check_model_args(args: ModelArgs, cfg: JobConfig, tokenizer_vocab: int | Non
         )
     if cfg.training.seq_len > args.max_seq_len:
         raise ConfigError(f"training.seq_len: {cfg.training.seq_len} exceeds {args.max_seq_len}")
-    if cfg.method.name != "full":
+    if get_method(cfg.method.name).low_rank:
         smallest = min(args.dim, args.ffn_dim, args.n_kv_heads * args.head_dim)
         if cfg.method.rank > smallest:
             raise ConfigError(

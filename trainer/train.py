@@ -38,7 +38,13 @@ from trainer.data.loader import DataBundle, build_data, build_val_loader
 from trainer.data.padded import IGNORE_INDEX, target_counts
 from trainer.diagnostics.rank import log_rank_diagnostic
 from trainer.lr_schedule import build_scheduler
-from trainer.methods import MethodRuntime, build_runtime, init_method_weights, prepare_model
+from trainer.methods import (
+    MethodRuntime,
+    build_runtime,
+    get_method,
+    init_method_weights,
+    prepare_model,
+)
 from trainer.metrics import (
     MetricsLogger,
     format_step_line,
@@ -350,7 +356,7 @@ def train_in(
         f"tokens ({tr.grad_accum} micro-batch{'es' if tr.grad_accum > 1 else ''}) | {t.steps} steps"
     )
     peak = peak_flops(info.device)
-    adapter_rank = cfg.method.rank if cfg.method.name in ("lora", "switchlora", "relora") else 0
+    adapter_rank = cfg.method.rank if get_method(cfg.method.name).adapters else 0
     flops_per_token = tr.model_args.flops_per_token(
         t.seq_len, adapter_rank, tuple(cfg.method.target_modules)
     )

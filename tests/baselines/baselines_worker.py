@@ -28,9 +28,9 @@ from torch.distributed.tensor import DTensor
 
 from parallel.distributed import init_distributed, shutdown
 from switchlora.baselines.relora import relora_reset_
-from trainer.baselines import reshard_
 from trainer.checkpoint import CheckpointManager
 from trainer.cli import parse_config
+from trainer.methods.relora import reshard_
 from trainer.train import build_trainer, train, train_step
 
 ROOT = Path(__file__).resolve().parents[2]

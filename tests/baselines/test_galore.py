@@ -23,8 +23,8 @@ from switchlora.baselines.galore_projector import (
     projector_shape,
     state_numel,
 )
-from trainer.baselines import galore_param_groups
 from trainer.cli import parse_config
+from trainer.methods.galore import galore_param_groups
 from trainer.model.args import resolve_model_args
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama

@@ -20,8 +20,9 @@ from switchlora.baselines.relora import (
     relora_reset_,
 )
 from switchlora.seeding import derive_seed
-from trainer.baselines import adapter_layers, init_relora, prepare_relora
 from trainer.cli import parse_config
+from trainer.methods.base import adapter_layers
+from trainer.methods.relora import init_relora, prepare_relora
 from trainer.model.args import resolve_model_args
 from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama

@@ -52,11 +52,11 @@ SWITCH = [
     "switchlora",
     "--method.rank",
     "8",
-    "--method.interval0",
+    "--switchlora.interval0",
     "4",
-    "--method.freeze_steps",
+    "--switchlora.freeze_steps",
     "1",
-    "--method.fixed_interval",
+    "--switchlora.fixed_interval",
     "True",
 ]
 """Training flags of every run (SwitchLoRA switching 2 of 8 vectors per factor every step)."""

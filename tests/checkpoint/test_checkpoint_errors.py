@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,7 +12,10 @@ import pytest
 
 from tests.checkpoint.conftest import ROOT, STEPS, digest
 from trainer.checkpoint import CheckpointError
+from trainer.checkpoint.manifest import check_matches_run, method_record
+from trainer.config import JobConfig
 from trainer.export import export_checkpoint
+from trainer.model.args import resolve_model_args
 
 
 def error_of(probe, name: str) -> str:
@@ -136,3 +140,20 @@ def test_export_command_line_errors_exit_with_status_2(step8, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "checkpoint error: checkpoint folder" in proc.stderr
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_resume_with_other_candidate_source_is_refused(tmp_path, flat):
+    """switchlora.candidate_source must match, also in manifests that kept it under method."""
+    cfg = JobConfig()
+    cfg.method.name = "switchlora"
+    args = resolve_model_args("debug", vocab_size=256, max_seq_len=64)
+    saved = method_record(cfg)
+    if flat:  # the record before the [switchlora] section
+        saved.update(saved.pop("switchlora"))
+    manifest = {"model": dataclasses.asdict(args), "method": saved, "adapter_scales": {}}
+    check_matches_run(tmp_path, manifest, cfg, args, {})
+    cfg.switchlora.candidate_source = "seeded"
+    with pytest.raises(CheckpointError) as err:
+        check_matches_run(tmp_path, manifest, cfg, args, {})
+    assert "switchlora.candidate_source: checkpoint 'pool', config 'seeded'" in str(err.value)

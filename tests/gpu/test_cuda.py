@@ -75,9 +75,9 @@ def _cfg(*flags: str):
             "64",
             "--training.global_batch_size",
             "8",
-            "--method.interval0",
+            "--switchlora.interval0",
             "16",
-            "--method.fixed_interval",
+            "--switchlora.fixed_interval",
             "True",
             "--optimizer.lr",
             "3e-3",
@@ -124,7 +124,7 @@ def test_compiled_bf16_switchlora_trains_without_recompiles():
 
 def test_offloaded_pools_are_pinned_and_train_like_resident_ones():
     resident, _, _ = _train(12)
-    offloaded, _, tr = _train(12, "--method.pool_offload_cpu", "True")
+    offloaded, _, tr = _train(12, "--switchlora.pool_offload_cpu", "True")
     for group in tr.method.stateful["switch"].groups:
         assert group.pool_a.device.type == "cpu" and group.pool_b.device.type == "cpu"
         if DEVICE.type == "cuda":  # exact-size registered memory, not the caching allocator
@@ -165,7 +165,7 @@ def test_resume_on_device_continues_like_an_uninterrupted_run(tmp_path):
     from trainer.checkpoint.faults import KILL_AFTER_CHECKPOINT
 
     env = {} if DEVICE.type == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
-    flags = [*SWITCH, "--method.pool_offload_cpu", "True", "--checkpoint.interval", str(HALF)]
+    flags = [*SWITCH, "--switchlora.pool_offload_cpu", "True", "--checkpoint.interval", str(HALF)]
     whole = tmp_path / "whole"
     check_ok(launch([*flags, "--job.dump_folder", str(whole)], nproc=1, env=env))
     killed = tmp_path / "killed"

@@ -24,7 +24,7 @@ TINY = [
     "--metrics.tensorboard", "False",
     "--precision.mode", "pure_bf16",
 ]  # fmt: skip
-SWITCH_EVERY_STEP = ["--method.interval0", "10", "--method.fixed_interval", "True"]
+SWITCH_EVERY_STEP = ["--switchlora.interval0", "10", "--switchlora.fixed_interval", "True"]
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,15 @@ from trainer.reproduce.costs import model_args_of, run_costs
 VOCAB = 257
 
 
-def _cfg(method: str, **method_fields) -> JobConfig:
+def _cfg(method: str, **switchlora_fields) -> JobConfig:
     cfg = JobConfig()
     cfg.model.flavor = "debug"
     cfg.training.seq_len = 16
     cfg.method.name = method
     cfg.method.rank = 8
     cfg.galore.update_interval = 5
-    for key, value in method_fields.items():
-        setattr(cfg.method, key, value)
+    for key, value in switchlora_fields.items():
+        setattr(cfg.switchlora, key, value)
     return cfg
 
 

@@ -28,12 +28,12 @@ def test_every_vector_index_switches_at_least_ten_times():
     recipe = suite.recipes["switchlora"]
     for run in [r for r in plan_runs(suite, ["switchlora"], True, suite.default_ablations)]:
         cfg = build_config(suite, recipe, run.variant, run.lr)
-        m, steps = cfg.method, cfg.training.steps
-        assert not m.fixed_interval and m.descent_ratio == 0.1  # the paper's decay
+        sw, steps = cfg.switchlora, cfg.training.steps
+        assert not sw.fixed_interval and sw.descent_ratio == 0.1  # the paper's decay
         # Written here from the schedule: each step switches r / interval(t) vectors in turn
         # around the ring of r indices, so each index switches sum_t 1 / interval(t) times.
         per_index = sum(
-            1.0 / interval(t, m.interval0, m.descent_ratio, steps) for t in range(steps)
+            1.0 / interval(t, sw.interval0, sw.descent_ratio, steps) for t in range(steps)
         )
         assert per_index >= 10, (run.name, per_index)
     # And no shorter run of 50-step multiples would do: the suite is not oversized.

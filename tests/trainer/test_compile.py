@@ -67,11 +67,11 @@ SWITCH_FLAGS = [
     str(SWITCH_STEPS),
     "--method.rank",
     "8",
-    "--method.interval0",
+    "--switchlora.interval0",
     "3",
-    "--method.freeze_steps",
+    "--switchlora.freeze_steps",
     "1",
-    "--method.fixed_interval",
+    "--switchlora.fixed_interval",
     "True",
 ]
 

@@ -91,6 +91,7 @@ def test_cli_overrides_toml():
             ["--parallel.activation_checkpoint", "true"],
             "parallel.activation_checkpoint: moved to activation_checkpoint.mode",
         ),
+        (["--method.interval0", "20"], "method.interval0: moved to switchlora.interval0"),
     ],
 )
 def test_cli_override_errors_name_the_key(flags, message):
@@ -129,6 +130,11 @@ def test_cli_values_read_as_the_field_needs():
             {"parallel": {"activation_checkpoint": True}},
             "parallel.activation_checkpoint: moved to activation_checkpoint.mode",
         ),
+        ({"method": {"interval0": 20.0}}, "method.interval0: moved to switchlora.interval0"),
+        (
+            {"method": {"pool_offload_cpu": True}},
+            "method.pool_offload_cpu: moved to switchlora.pool_offload_cpu",
+        ),
     ],
 )
 def test_bad_keys_and_types(raw, fragment):
@@ -158,9 +164,9 @@ def test_bad_keys_and_types(raw, fragment):
         ),
         ({"data": {"tokenizer": "/nonexistent/tok.json"}}, 1, "data.tokenizer: tokenizer file"),
         (
-            {"method": {"name": "switchlora", "interval0": 6.0, "freeze_steps": 5}},
+            {"method": {"name": "switchlora"}, "switchlora": {"interval0": 6.0, "freeze_steps": 5}},
             1,
-            "method.interval0",
+            "switchlora.interval0: interval0 (6.0) must be >= 2 * freeze_steps (10)",
         ),
         ({"training": {"steps": 0}}, 1, "training.steps: must be positive"),
         ({"training": {"max_norm": -1.0}}, 1, "training.max_norm: must be >= 0"),

@@ -49,8 +49,8 @@ def _losses(folder):
 
 
 SWITCH = [
-    "--method.name", "switchlora", "--method.rank", "8", "--method.interval0", "3",
-    "--method.freeze_steps", "1", "--method.fixed_interval", "True", "--training.steps", "20",
+    "--method.name", "switchlora", "--method.rank", "8", "--switchlora.interval0", "3",
+    "--switchlora.freeze_steps", "1", "--switchlora.fixed_interval", "True", "--training.steps", "20",
     "--optimizer.lr", "1e-2", "--optimizer.eps", "1e-4",
 ]  # fmt: skip
 # eps 1e-4: right after a counterpart reset Adam's update is ~lr*sign(g), which turns fp32

@@ -30,8 +30,8 @@ K = 3
 """0-based index of the step that gets a non-finite gradient."""
 METHODS = {
     # Every step switches vectors (interval 3 over rank 8).
-    "switchlora": ["--method.name", "switchlora", "--method.interval0", "3",
-                   "--method.freeze_steps", "1", "--method.fixed_interval", "True"],
+    "switchlora": ["--method.name", "switchlora", "--switchlora.interval0", "3",
+                   "--switchlora.freeze_steps", "1", "--switchlora.fixed_interval", "True"],
     # A reset (merge, re-draw, prune) is due right after step K.
     "relora": ["--method.name", "relora", "--relora.interval", str(K + 1),
                "--relora.restart_warmup_steps", "1"],

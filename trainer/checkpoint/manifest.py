@@ -23,20 +23,11 @@ from trainer.checkpoint.checksum import ALGORITHM, SIDECAR_SUFFIX
 from trainer.checkpoint.errors import CheckpointError
 from trainer.checkpoint.layout import DCP_METADATA, MANIFEST, PARTIAL_SUFFIX
 from trainer.config import JobConfig
+from trainer.methods import get_method
 from trainer.model.args import ModelArgs
 
 FORMAT_VERSION = 2
 """Bumped when the layout of the saved state changes incompatibly (2: JSON entries, checksums)."""
-
-METHOD_KEYS = {
-    "full": ("name",),
-    "galore": ("name", "rank", "target_modules"),
-    "lora": ("name", "rank", "target_modules"),
-    "relora": ("name", "rank", "target_modules"),
-    "switchlora": ("name", "rank", "target_modules", "candidate_source"),
-}
-"""Per method, the settings that change the saved tensors; they must match on resume (the
-adapter scale is compared through ``adapter_scales``)."""
 
 MODEL_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
 """Model sizes that must match on resume (norm_eps and rope_theta are reported, not enforced)."""
@@ -63,13 +54,24 @@ def run_record(cfg: JobConfig) -> dict[str, Any]:
 
 
 def method_record(cfg: JobConfig) -> dict[str, Any]:
-    """The method settings kept in the manifest (with the relora/galore sections)."""
+    """The method settings kept in the manifest (with the switchlora/relora/galore sections)."""
     record = dataclasses.asdict(cfg.method)
     record["target_modules"] = list(cfg.method.target_modules)
-    for section in ("relora", "galore"):
+    for section in ("switchlora", "relora", "galore"):
         if hasattr(cfg, section):
             record[section] = dataclasses.asdict(getattr(cfg, section))
     return record
+
+
+def recorded(record: dict[str, Any], key: str) -> Any:
+    """The value of ``key`` ("section.field") in a :func:`method_record`.
+
+    Manifests written before the [switchlora] section kept its fields in the method record.
+    """
+    section, _, name = key.partition(".")
+    if section == "method":
+        return record.get(name)
+    return record.get(section, {}).get(name, record.get(name))
 
 
 def adapter_scales(model: torch.nn.Module) -> dict[str, float]:
@@ -214,13 +216,13 @@ def check_matches_run(
     ]
     saved_method = manifest["method"]
     want_method = method_record(cfg)
-    keys = METHOD_KEYS.get(cfg.method.name, ("name", "rank", "target_modules"))
+    keys = get_method(cfg.method.name).checkpoint_keys
     if saved_method.get("name") != want_method["name"]:
-        keys = ("name",)
+        keys = ("method.name",)
     diffs += [
-        f"method.{k}: checkpoint {saved_method.get(k)!r}, config {want_method[k]!r}"
+        f"{k}: checkpoint {recorded(saved_method, k)!r}, config {recorded(want_method, k)!r}"
         for k in keys
-        if saved_method.get(k) != want_method[k]
+        if recorded(saved_method, k) != recorded(want_method, k)
     ]
     saved_run = manifest.get("run", {})
     want_run = run_record(cfg)

@@ -2,7 +2,7 @@
 
 For each target projection (adapter layers of lora/switchlora/relora runs, dense linears of
 full/galore runs) the update D = W_now - W_init + s*B*A since step 0 is formed, where W_init
-is recomputed from the keyed init (:func:`trainer.adapters.dense_init`), not stored. Under
+is recomputed from the keyed init (:func:`trainer.methods.base.dense_init`), not stored. Under
 FSDP2 one layer at a time is gathered with ``full_tensor()`` (a collective: every rank calls
 this in the same order); rank 0 alone draws W_init and computes the spectrum.
 
@@ -24,8 +24,8 @@ from torch.distributed.tensor import DTensor
 
 from switchlora.diagnostics import RankSummary, accumulated_update, summarize
 from switchlora.layer import AdapterLinear
-from trainer.adapters import dense_init
 from trainer.config import JobConfig
+from trainer.methods.base import dense_init
 from trainer.model.init import keyed_generator
 
 JSONL_FILE = "rank_diagnostic.jsonl"

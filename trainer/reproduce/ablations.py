@@ -25,22 +25,22 @@ def ablations_for(rank: int) -> dict[str, Ablation]:
                 Variant(
                     "pool, write-back",
                     sw,
-                    {"method.candidate_source": "pool", "method.pool_write_back": True},
+                    {"switchlora.candidate_source": "pool", "switchlora.pool_write_back": True},
                 ),
                 Variant(
                     "pool, no write-back",
                     sw,
-                    {"method.candidate_source": "pool", "method.pool_write_back": False},
+                    {"switchlora.candidate_source": "pool", "switchlora.pool_write_back": False},
                 ),
-                Variant("seeded", sw, {"method.candidate_source": "seeded"}),
+                Variant("seeded", sw, {"switchlora.candidate_source": "seeded"}),
             ),
         ),
         Ablation(
             "freeze",
             "steps a switched vector's counterpart stays frozen (0: reset its Adam state only)",
             (
-                Variant("freeze 0", sw, {"method.freeze_steps": 0}),
-                Variant("freeze 5", sw, {"method.freeze_steps": 5}),
+                Variant("freeze 0", sw, {"switchlora.freeze_steps": 0}),
+                Variant("freeze 5", sw, {"switchlora.freeze_steps": 5}),
             ),
         ),
         Ablation(
@@ -56,7 +56,7 @@ def ablations_for(rank: int) -> dict[str, Ablation]:
             "interval0",
             "initial switching interval (steps between switches of one vector; 10 is the least that 5 freeze steps allow)",
             tuple(
-                Variant(f"interval0 {v:g}", sw, {"method.interval0": v})
+                Variant(f"interval0 {v:g}", sw, {"switchlora.interval0": v})
                 for v in (10.0, 20.0, 40.0, 80.0)
             ),
         ),
@@ -64,7 +64,8 @@ def ablations_for(rank: int) -> dict[str, Ablation]:
             "descent-ratio",
             "the switching frequency falls to 0.3x its start at step ratio x steps",
             tuple(
-                Variant(f"ratio {v:g}", sw, {"method.descent_ratio": v}) for v in (0.05, 0.1, 0.3)
+                Variant(f"ratio {v:g}", sw, {"switchlora.descent_ratio": v})
+                for v in (0.05, 0.1, 0.3)
             ),
         ),
         Ablation(

@@ -153,9 +153,9 @@ def cpu_switch() -> Suite:
         "metrics.log_every": 50,
         "metrics.rank_diagnostic_every": steps // 5,
         "method.rank": 32,
-        "method.interval0": CPU_SWITCH_INTERVAL0,
-        "method.descent_ratio": CPU_SWITCH_DESCENT_RATIO,
-        "method.freeze_steps": 5,
+        "switchlora.interval0": CPU_SWITCH_INTERVAL0,
+        "switchlora.descent_ratio": CPU_SWITCH_DESCENT_RATIO,
+        "switchlora.freeze_steps": 5,
     }
     recipes = {
         "full": Recipe("full", 3e-3),

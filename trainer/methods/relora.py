@@ -1,15 +1,11 @@
-"""ReLoRA and GaLore in the training loop: model preparation, initialisation and runtime.
+"""ReLoRA: adapters merged into W and restarted on an interval, with a jagged LR schedule.
 
-ReLoRA: target projections become adapter layers (switchlora.AdapterLinear) with A
-kaiming-uniform, B = 0 and s = relora.alpha / method.rank; the base weight gets the plain
-LLaMA init (the same tensor the full-rank model would get), so step 0 equals full-rank.
-A :class:`switchlora.baselines.relora.ReLoRAController` resets after every ``relora.interval``-th
+Target projections become adapter layers (switchlora.AdapterLinear) with A kaiming-uniform,
+B = 0 and s = relora.alpha / method.rank; the base weight gets the plain LLaMA init (the same
+tensor the full-rank model would get), so step 0 equals full-rank. A
+:class:`switchlora.baselines.relora.ReLoRAController` resets after every ``relora.interval``-th
 optimizer step (merge, re-draw, prune), and the LR follows the jagged schedule of
 :func:`trainer.lr_schedule.restart_warmup_factor`.
-
-GaLore: the model stays dense; :class:`switchlora.baselines.galore.GaLoreAdamW` projects the moments
-of the target projections' weights (rank method.rank) and trains everything else with the
-same AdamW unprojected.
 """
 
 from __future__ import annotations
@@ -21,12 +17,19 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
 from switchlora import convert_to_adapters, initialize_adapters_, make_placement_fn
-from switchlora.baselines.galore import GaLoreAdamW, refresh_count
 from switchlora.baselines.relora import ReLoRAController, ReLoRAOptions, relora_options
-from trainer.adapters import adapter_layers, dense_init, shard_degree
 from trainer.config import JobConfig
+from trainer.errors import ConfigError
 from trainer.lr_schedule import restart_warmup_factor
-from trainer.methods import MethodRuntime
+from trainer.methods.base import (
+    MethodRuntime,
+    TrainingMethod,
+    adapter_layers,
+    check_low_rank,
+    dense_init,
+    shard_degree,
+    trainable_parameters,
+)
 from trainer.model.llama import Llama
 from trainer.optim import build_adamw
 
@@ -87,8 +90,7 @@ def relora_lr_factor(cfg: JobConfig) -> Callable[[int], float]:
 
 def build_relora_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> MethodRuntime:
     """AdamW over the trainable parameters, the reset controller and the jagged schedule."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_adamw(params, cfg.optimizer, device)
+    optimizer = build_adamw(trainable_parameters(model), cfg.optimizer, device)
     options = ReLoRAOptions(
         reset_interval=cfg.relora.interval,
         prune=cfg.relora.prune,
@@ -111,42 +113,36 @@ def build_relora_runtime(model: Llama, cfg: JobConfig, device: torch.device) -> 
     )
 
 
-def galore_param_groups(model: nn.Module, cfg: JobConfig) -> list[dict]:
-    """A projected group (the target projections' weights) and a plain group (the rest)."""
-    targets = set(cfg.method.target_modules)
-    projected: list[nn.Parameter] = []
-    for path, module in model.named_modules():
-        if isinstance(module, nn.Linear) and path.rpartition(".")[2] in targets:
-            projected.append(module.weight)
-    if not projected:
-        raise ValueError(f"galore: no nn.Linear named one of {sorted(targets)} in the model")
-    chosen = {id(p) for p in projected}
-    plain = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
-    groups = [
-        {
-            "params": projected,
-            "rank": cfg.method.rank,
-            "update_interval": cfg.galore.update_interval,
-            "scale": cfg.galore.scale,
-        },
-        {"params": plain},
-    ]
-    return [g for g in groups if g["params"]]
+def check_relora(cfg: JobConfig) -> None:
+    """The [relora] section, and method.alpha left at its default (relora.alpha is the scale)."""
+    check_low_rank(cfg)
+    r = cfg.relora
+    if r.interval < 1:
+        raise ConfigError(f"relora.interval: must be positive, got {r.interval}")
+    if not 0 <= r.restart_warmup_steps < r.interval:
+        raise ConfigError(
+            f"relora.restart_warmup_steps: must be in [0, relora.interval), "
+            f"got {r.restart_warmup_steps}"
+        )
+    if r.alpha <= 0:
+        raise ConfigError(f"relora.alpha: must be positive, got {r.alpha}")
+    if not 0.0 <= r.prune_ratio <= 1.0:
+        raise ConfigError(f"relora.prune_ratio: must be in [0, 1], got {r.prune_ratio}")
+    if not 0.0 <= r.dropout < 1.0:
+        raise ConfigError(f"relora.dropout: must be in [0, 1), got {r.dropout}")
+    if cfg.method.alpha != 1.0:
+        raise ConfigError(
+            "method.alpha: not used by relora (its scale is relora.alpha / method.rank)"
+        )
 
 
-def build_galore_runtime(model: Llama, cfg: JobConfig) -> MethodRuntime:
-    """GaLoreAdamW over every trainable parameter; reports the projector refresh count."""
-    o = cfg.optimizer
-    optimizer = GaLoreAdamW(
-        galore_param_groups(model, cfg),
-        lr=o.lr,
-        betas=(o.beta1, o.beta2),
-        eps=o.eps if cfg.galore.eps is None else cfg.galore.eps,
-        weight_decay=o.weight_decay,
-    )
-    interval = cfg.galore.update_interval
-
-    def metrics(step: int) -> dict[str, float]:
-        return {"galore/projector_updates": float(refresh_count(step + 1, interval))}
-
-    return MethodRuntime(optimizer=optimizer, before_optimizer_step=metrics)
+RELORA = TrainingMethod(
+    name="relora",
+    prepare_model=prepare_relora,
+    init_weights=init_relora,
+    build_runtime=build_relora_runtime,
+    check_config=check_relora,
+    low_rank=True,
+    adapters=True,
+    checkpoint_keys=("method.name", "method.rank", "method.target_modules"),
+)
