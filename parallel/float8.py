@@ -15,7 +15,8 @@ With ``all_gather=True`` (tensorwise only) FSDP2 all-gathers the weights in floa
 shard is cast with a per-tensor scale that :func:`precompute_float8_scales` computes for
 all weights in one all-reduce. It must run after every change of the weights: after each
 optimizer step, and after anything that edits a frozen weight (a SwitchLoRA switch, a
-ReLoRA merge), which the training step covers by calling it after all of them.
+ReLoRA merge): :func:`parallel.parallelize.parallelize` returns it as an after-step hook,
+which the trainer runs after the method's own.
 
 Without float8 tensor cores (CPU, or a GPU below compute capability 8.9) the matmuls run
 in emulation (cast to float8 and back, then a high-precision matmul): correct numerics for

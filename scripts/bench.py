@@ -5,7 +5,7 @@
         --warmup 3 --steps 5 --out outputs/bench/tiny [--section.field VALUE ...]
 
 Every case is built with the trainer's own build path and stepped with its train_step
-(see trainer/bench_run.py). Unknown flags are trainer config overrides (shrink the model,
+(see trainer/bench/run.py). Unknown flags are trainer config overrides (shrink the model,
 the batch, the steps). Writes <out>/results.json and <out>/results.md (rank 0).
 
 Launch modes: under torchrun every case runs in the same processes, one after the other.
@@ -35,9 +35,9 @@ import torch  # noqa: E402
 
 from parallel.comm_stats import CommCounter  # noqa: E402
 from parallel.distributed import init_distributed, shutdown  # noqa: E402
-from trainer.bench_counts import traffic_saving  # noqa: E402
-from trainer.bench_report import add_ratios, combine_rounds, markdown_table  # noqa: E402
-from trainer.bench_run import (  # noqa: E402
+from trainer.bench.counts import traffic_saving  # noqa: E402
+from trainer.bench.report import add_ratios, combine_rounds, markdown_table  # noqa: E402
+from trainer.bench.run import (  # noqa: E402
     AC_MODES,
     LAYOUTS,
     PRECISIONS,

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.bench_report import add_ratios, markdown_table  # noqa: E402
+from trainer.bench.report import add_ratios, markdown_table  # noqa: E402
 
 TARGETS = (
     ("full-rank MFU, bf16", ">= 0.40"),

@@ -21,11 +21,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from parallel.activation_checkpoint import apply_activation_checkpointing
-from parallel.compile import apply_compile
 from parallel.distributed import DistInfo, init_distributed, shutdown
-from parallel.float8 import apply_float8, has_float8_hardware, precompute_float8_scales
-from parallel.fsdp import apply_fsdp, mixed_precision_policy, set_gradient_sync
+from parallel.fsdp import set_gradient_sync
+from parallel.parallelize import StepHook, parallelize
 from trainer.checkpoint import CheckpointManager
 from trainer.config import ConfigError, JobConfig, config_to_dict, to_toml
 from trainer.config_checks import (
@@ -57,7 +55,6 @@ from trainer.model.init import init_dense_weights
 from trainer.model.llama import Llama
 from trainer.optim import clip_grads_, grad_norm
 from trainer.profiling import StepProfiler, step_profiler
-from trainer.pure_bf16 import store_parameters_in_bf16
 from trainer.run_lock import hold_dump_folder
 
 
@@ -95,6 +92,8 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     grad_accum: int
     local_batch: int
+    after_step: list[StepHook]
+    """Run in order after each optimizer step: the method's hook, then those of parallelize."""
     step: int = 0
 
 
@@ -128,26 +127,7 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
 
     with torch.device("meta"):
         model = Llama(model_args)
-    placement_fn = prepare_model(model, cfg)
-    if cfg.precision.mode == "pure_bf16":
-        store_parameters_in_bf16(model)
-    if cfg.precision.mode == "float8":
-        p = cfg.precision
-        apply_float8(
-            model, p.float8_recipe, p.float8_all_gather, not has_float8_hardware(info.device)
-        )
-    ac = cfg.activation_checkpoint
-    if ac.mode != "none":
-        apply_activation_checkpointing(model, ac.mode, ac.selective_ac_option)
-    if cfg.compile.enable:
-        apply_compile(model)
-    apply_fsdp(
-        model,
-        info.mesh,
-        mixed_precision_policy(cfg.precision.mode),
-        reshard_after_forward=cfg.parallel.reshard_after_forward,
-        shard_placement_fn=placement_fn,
-    )
+    post_step = parallelize(model, cfg, info, prepare_model(model, cfg))
     model.to_empty(device=info.device)
     init_dense_weights(model, cfg.job.seed, cfg.model.init_std)
     init_method_weights(model, cfg)
@@ -159,7 +139,12 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
         cfg.lr_schedule.decay,
         cfg.lr_schedule.min_lr_ratio,
     )
-    return Trainer(cfg, info, model, model_args, data, method, scheduler, grad_accum, local_batch)
+    # The method's hook first: it may switch or merge W, which the parallel hooks then see.
+    # Looked up at each call, so a wrapper set on the runtime later (the bench's timers) runs.
+    after_step = [lambda step: method.after_optimizer_step(step), *post_step]
+    return Trainer(
+        cfg, info, model, model_args, data, method, scheduler, grad_accum, local_batch, after_step
+    )
 
 
 def check_val_budgets(cfg: JobConfig, data: DataBundle) -> None:
@@ -279,9 +264,8 @@ def apply_update(
     clip_grads_(params, tr.cfg.training.max_norm, norm)
     hook_metrics = tr.method.before_optimizer_step(tr.step)
     tr.method.optimizer.step()
-    tr.method.after_optimizer_step(tr.step)
-    if tr.cfg.precision.mode == "float8" and tr.cfg.precision.float8_all_gather:
-        precompute_float8_scales(tr.model)  # after the step and any switch or merge of W
+    for hook in tr.after_step:
+        hook(tr.step)
     tr.scheduler.step()
     tr.method.optimizer.zero_grad(set_to_none=True)
     tr.step += 1

@@ -69,6 +69,13 @@ def meta_model(cfg: JobConfig, tokenizer_vocab: int) -> nn.Module:
     return model
 
 
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total parameters (frozen base weights included) and trainable ones of ``model``."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params": params, "trainable_params": trainable}
+
+
 def _galore_projected(model: nn.Module, cfg: JobConfig) -> set[int]:
     targets = set(cfg.method.target_modules)
     return {
@@ -116,11 +123,10 @@ def pool_numel(model: nn.Module, cfg: JobConfig) -> int:
 def run_costs(cfg: JobConfig, tokenizer_vocab: int) -> RunCosts:
     """Counts of one resolved config (the tokenizer's vocabulary sizes the embeddings)."""
     model = meta_model(cfg, tokenizer_vocab)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts = parameter_counts(model)
     return RunCosts(
-        params=sum(p.numel() for p in model.parameters()),
-        trainable_params=trainable,
+        **counts,
         optimizer_state_bytes=FP32 * optimizer_state_numel(model, cfg),
-        grad_bytes_per_step=FP32 * trainable,
+        grad_bytes_per_step=FP32 * counts["trainable_params"],
         pool_bytes=FP32 * pool_numel(model, cfg),
     )

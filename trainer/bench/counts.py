@@ -5,31 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from trainer.config import JobConfig
-from trainer.methods import prepare_model
-from trainer.model.args import resolve_model_args
-from trainer.model.llama import Llama
+from trainer.reproduce.costs import meta_model, parameter_counts
 
 
 def model_counts(cfg: JobConfig) -> dict[str, int]:
     """Total and trainable parameters of ``cfg``'s model after the method's conversion."""
-    overrides = {
-        k: getattr(cfg.model, k)
-        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta")
-    }
     if cfg.model.vocab_size is None:
         raise ValueError("model.vocab_size must be set to count parameters without a tokenizer")
-    args = resolve_model_args(
-        cfg.model.flavor, cfg.model.vocab_size, cfg.training.seq_len, overrides=overrides
-    )
-    with torch.device("meta"):
-        model = Llama(args)
-    prepare_model(model, cfg)
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"params": params, "trainable_params": trainable}
+    return parameter_counts(meta_model(cfg, cfg.model.vocab_size))
 
 
 def traffic_saving(cfg: JobConfig) -> dict[str, float]:

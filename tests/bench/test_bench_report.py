@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.bench_report import add_ratios, combine_rounds, markdown_table, time_ratio
+from trainer.bench.report import add_ratios, combine_rounds, markdown_table, time_ratio
 
 
 def _result(method: str, precision: str, step_s: float, floor_s: float | None = None) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from switchlora.profiling import RANGES
 from tests.conftest import ROOT, run_torchrun
-from trainer.bench_report import reduce_bytes
+from trainer.bench.report import reduce_bytes
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_float8_all_gather_moves_fewer_bytes(bench):
 def test_llama1b_switch_replicate_saving_matches_the_paper():
     """Counted on the meta device: r = 512 trains 45.5% of the 1.34B full-rank parameters,
     so replicate mode all-reduces 54.5% fewer gradient bytes (the paper reports 54%)."""
-    from trainer.bench_counts import traffic_saving
+    from trainer.bench.counts import traffic_saving
     from trainer.config import load_toml
 
     counts = traffic_saving(load_toml(ROOT / "configs/llama1b_switch.toml"))
@@ -112,7 +112,7 @@ def test_llama1b_switch_replicate_saving_matches_the_paper():
 @pytest.mark.slow
 def test_bench_counts_match_meta_counts(bench):
     """The benchmark's live counts equal the meta-device counts used for the 1.3B figure."""
-    from trainer.bench_counts import traffic_saving
+    from trainer.bench.counts import traffic_saving
     from trainer.config import load_toml
     from trainer.data.tokenizer import build_tokenizer
     from trainer.train import model_vocab_size

@@ -24,7 +24,7 @@ from torch._dynamo.utils import counters
 from parallel.comm_stats import KINDS, CommCounter, Totals
 from switchlora.profiling import RANGES, switch_timings
 from switchlora.sharding import local
-from trainer.bench_memory import (
+from trainer.bench.memory import (
     gradient_bytes,
     optimizer_bytes,
     parameter_bytes,
@@ -291,7 +291,7 @@ class CaseRun:
     graph_breaks_measured: int = 0
     """Graph breaks during the measured steps."""
     peak: int = 0
-    """Largest peak memory of a measured step (see trainer.bench_memory.peak_bytes)."""
+    """Largest peak memory of a measured step (see trainer.bench.memory.peak_bytes)."""
     loss: float | None = None
     """Global mean loss of the last step run."""
 
