@@ -32,6 +32,7 @@ from trainer.bench.memory import (
     reset_peak,
 )
 from trainer.config import JobConfig
+from trainer.methods import get_method
 from trainer.metrics import peak_flops
 from trainer.optim import grad_norm
 from trainer.train import Trainer, apply_update, build_trainer, forward_backward, train_step
@@ -246,7 +247,7 @@ def _dynamo_totals() -> tuple[int, int]:
 def _flops_per_token(tr: Trainer) -> float:
     """Training FLOPs per token as the method computes them (the trainer's MFU definition)."""
     m = tr.cfg.method
-    rank = m.rank if m.name in ("lora", "switchlora", "relora") else 0
+    rank = m.rank if get_method(m.name).adapters else 0
     return tr.model_args.flops_per_token(tr.cfg.training.seq_len, rank, tuple(m.target_modules))
 
 

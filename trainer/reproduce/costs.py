@@ -108,8 +108,7 @@ def optimizer_state_numel(model: nn.Module, cfg: JobConfig) -> int:
 
 def pool_numel(model: nn.Module, cfg: JobConfig) -> int:
     """Numbers in SwitchLoRA's candidate pools (0 unless method switchlora with source pool)."""
-    m_ = cfg.method
-    if m_.name != "switchlora" or m_.candidate_source != "pool":
+    if cfg.method.name != "switchlora" or cfg.switchlora.candidate_source != "pool":
         return 0
     total = 0
     for layer in model.modules():
