@@ -18,14 +18,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from switchlora.init import uniform
-from switchlora.seeding import CANDIDATE_STREAM, torch_generator
+from switchlora.seeding import CANDIDATE_STREAM, torch_generator, uniform
 
 FACTOR_A = 0
 """Factor key of A rows in seeded draws."""
 
 FACTOR_B = 1
 """Factor key of B columns in seeded draws."""
+
+
+def pool_size(m: int, n: int) -> int:
+    """C = min(m, n): number of candidates per factor of an m x n layer."""
+    return min(m, n)
+
+
+def layer_switchable(m: int, n: int, r: int) -> bool:
+    """A layer can switch only when its pool has more entries than the rank."""
+    return pool_size(m, n) > r
 
 
 @dataclass
@@ -97,18 +106,6 @@ def sequential_choice(
     new[layer, slot] = (nexts[layer] + slot) % size
     use[layer, held] = new[layer, slot]
     return old, new, (nexts + active.sum(axis=1)) % size
-
-
-def to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on `device` without a host-device synchronisation.
-
-    On CUDA the array goes through pinned memory with a non-blocking copy (a plain copy from
-    pageable memory synchronises the stream: once per call, many calls per switch step).
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(values))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def seeded_candidates(

@@ -27,13 +27,9 @@ import numpy as np
 import torch
 
 from switchlora import schedule
-from switchlora.bank_indices import BankIndexBuilder
-from switchlora.candidates import choose_entries
-from switchlora.index_pack import IndexPack
-from switchlora.init import candidate_pools, layer_switchable, pool_size
+from switchlora.candidates import choose_entries, layer_switchable, pool_size
+from switchlora.init import candidate_pools
 from switchlora.layer import AdapterLinear
-from switchlora.layer_state import HostCounters, LayerSwitchState
-from switchlora.layout import layer_layout
 from switchlora.optimizer import SwitchAdamW
 from switchlora.options import SwitchLoRAOptions
 from switchlora.profiling import switch_range
@@ -44,9 +40,17 @@ from switchlora.seeding import (
     numpy_generator,
     torch_generator,
 )
-from switchlora.sharding import start_gather_rows
-from switchlora.switch_group import Decision, Selected, SwitchGroup, group_key
-from switchlora.vector_bank import VectorBank
+from switchlora.sharding import layer_layout, start_gather_rows
+from switchlora.switch_group import (
+    Decision,
+    HostCounters,
+    LayerSwitchState,
+    Selected,
+    SwitchGroup,
+    group_key,
+)
+from switchlora.transfer import IndexPack
+from switchlora.vector_bank import BankIndexBuilder, VectorBank
 
 
 class SwitchController:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from switchlora.options import SwitchLoRAOptions
+
 ROLE_ATTR = "_switchlora_role"
 """Attribute set on adapter parameters ("lora_A" / "lora_B") so placement_fn can see the role."""
 
@@ -25,7 +27,7 @@ class AdapterLinear(nn.Module):
         (ReLoRA's adapters: B (A dropout(x))); 0 leaves the branch deterministic.
 
         A and B are created on base.weight's device and dtype (meta works) and left
-        uninitialised: the caller fills them (switchlora.init / switchlora.materialize).
+        uninitialised: the caller fills them (switchlora.init).
         """
         super().__init__()
         if not isinstance(base, nn.Linear):
@@ -64,3 +66,31 @@ class AdapterLinear(nn.Module):
         """Shapes and scale for print(model)."""
         drop = f", dropout={self.dropout:g}" if self.dropout > 0 else ""
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, scale={self.scale:g}{drop}"
+
+
+def convert_to_adapters(model: nn.Module, options: SwitchLoRAOptions) -> dict[str, AdapterLinear]:
+    """Replace every nn.Linear whose attribute name is in options.target_modules.
+
+    The existing nn.Linear becomes `.base` of the new layer (its weight is frozen), so this
+    works on meta-device models and keeps the module path plus ".base". Returns the adapter
+    layers by module path, in `model.named_modules()` order; that order defines the layer
+    index used for seeding (see switchlora.init.init_adapter_layer_full).
+    """
+    options.validate()
+    targets = set(options.target_modules)
+    found: list[tuple[str, nn.Linear]] = []
+    for path, module in model.named_modules():
+        if isinstance(module, AdapterLinear):
+            raise ValueError(f"model already contains adapter layers (at {path!r})")
+        if isinstance(module, nn.Linear) and path.rpartition(".")[2] in targets:
+            found.append((path, module))
+    if not found:
+        raise ValueError(f"no nn.Linear named one of {sorted(targets)} found in the model")
+    layers: dict[str, AdapterLinear] = {}
+    for path, linear in found:
+        parent_path, _, child_name = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        adapter = AdapterLinear(linear, options.rank, options.scale, options.dropout)
+        setattr(parent, child_name, adapter)
+        layers[path] = adapter
+    return layers
