@@ -56,29 +56,21 @@ class PoolFactor:
         return self.rows.shape[0]
 
 
-def choose_entries(
-    factor: PoolFactor, positions: np.ndarray, mode: str, rng: np.random.Generator
+def random_choice(
+    factor: PoolFactor, positions: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Release the entries held at `positions` and choose new ones; returns (old, new).
+    """Release the entries held at `positions` and draw new ones; returns (old, new).
 
-    sequential: the next k entries of the ring (next, next+1, ... mod C).
-    random: a uniform draw without replacement among entries no other position holds
-    (entries released by `positions` included), consuming `rng`.
-    Updates factor.use (and factor.next) in place.
+    A uniform draw without replacement among the entries no other position holds (entries
+    released by `positions` included), consuming `rng`. Updates factor.use in place.
     """
     k = len(positions)
     old = factor.use[positions].copy()
     c = factor.size
-    if mode == "sequential":
-        new = (factor.next + np.arange(k, dtype=np.int64)) % c
-        factor.next = int((factor.next + k) % c)
-    elif mode == "random":
-        busy = np.ones(len(factor.use), dtype=bool)
-        busy[positions] = False
-        free = np.setdiff1d(np.arange(c, dtype=np.int64), factor.use[busy])
-        new = rng.choice(free, size=k, replace=False).astype(np.int64)
-    else:
-        raise ValueError(f"unknown pool choice {mode!r}")
+    busy = np.ones(len(factor.use), dtype=bool)
+    busy[positions] = False
+    free = np.setdiff1d(np.arange(c, dtype=np.int64), factor.use[busy])
+    new = rng.choice(free, size=k, replace=False).astype(np.int64)
     factor.use[positions] = new
     return old, new
 
@@ -91,7 +83,8 @@ def sequential_choice(
     size: int,
     switching: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sequential walk of :func:`choose_entries` for G pools at once.
+    """The sequential pool walk of G pools at once: each gets the next k_g entries of its ring
+    (next, next + 1, ... mod C).
 
     use [G, r] (updated in place), nexts [G] ring pointers, positions [G, K], active [G, K]
     (the first k_g slots of row g), size C, `switching` np.nonzero(active) if already known.

@@ -6,7 +6,7 @@ from options.seed only, consumed in a fixed order, so every rank decides identic
 
 - decision generator (seed, DECISION_STREAM): per step, per layer in dict order, exactly
   one `random()` for the stochastic rounding of r / interval(t) (also for layers that cannot
-  switch). k = min(that, the pointer cap of schedule.switch_cap, K_max).
+  switch). k = min(that, the pointer cap of SwitchGroup.decide, K_max).
 - choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer in
   dict order, one `choice(free, k, replace=False)` for A, then one for B.
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from switchlora import schedule
-from switchlora.candidates import choose_entries, layer_switchable, pool_size
+from switchlora.candidates import layer_switchable, pool_size, random_choice
 from switchlora.init import candidate_pools
 from switchlora.layer import AdapterLinear
 from switchlora.optimizer import SwitchAdamW
@@ -212,7 +212,7 @@ class SwitchController:
         o = self.options
         expected = schedule.expected_switches(o.rank, interval_t)
         # one draw per layer, in dict order
-        k_all = schedule.stochastic_round_many(expected, len(self.layers), self.decision_rng)
+        k_all = schedule.stochastic_round(expected, len(self.layers), self.decision_rng)
         if force_k is not None:
             k_all[:] = force_k
         decisions = [g.decide(k_all[g.layer_ids], self.slots) for g in self.groups]
@@ -251,9 +251,7 @@ class SwitchController:
                 (st.pool_b, d.idx_b, d.old_b, d.new_b),
             ):
                 assert factor is not None and old is not None and new is not None
-                old[row, :k], new[row, :k] = choose_entries(
-                    factor, idx[row, :k], "random", self.choice_rng
-                )
+                old[row, :k], new[row, :k] = random_choice(factor, idx[row, :k], self.choice_rng)
 
     def _queue_bank_indices(
         self, decisions: list[Decision], pack: IndexPack

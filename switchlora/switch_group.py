@@ -134,16 +134,6 @@ class LayerSwitchState:
         """[r] int32 remaining frozen steps of each B column (a view)."""
         return self.counters.frz_b[self.row]
 
-    @property
-    def frz_a(self) -> torch.Tensor:
-        """frz_host_a as a CPU tensor (shares memory)."""
-        return torch.from_numpy(self.frz_host_a)
-
-    @property
-    def frz_b(self) -> torch.Tensor:
-        """frz_host_b as a CPU tensor (shares memory)."""
-        return torch.from_numpy(self.frz_host_b)
-
     def pool_dtensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pools as DTensors on the layer's mesh (plain tensors single-process)."""
         assert self.pool_a is not None and self.pool_b is not None
@@ -356,7 +346,11 @@ class SwitchGroup:
 
     # ------------------------------------------------------------------ host
     def decide(self, k_wanted: np.ndarray, slots: int) -> Decision:
-        """k per layer (capped by schedule.switch_cap and K_max), positions, freezes, pointer advance."""
+        """k per layer, positions, counterpart freezes, pointer advance.
+
+        k is capped by K_max and by min((pA - fA - pB) mod r, (pB - fB - pA) mod r), f the
+        frozen counts: the switching windows of A and B never reach a frozen vector.
+        """
         o, c, r = self.options, self.counters, self.rank
         f_a = (c.frz_a > 0).sum(axis=1)
         f_b = (c.frz_b > 0).sum(axis=1)
