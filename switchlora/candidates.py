@@ -41,7 +41,7 @@ def layer_switchable(m: int, n: int, r: int) -> bool:
 class PoolFactor:
     """Pool of one factor of one layer: local rows and the host-side choice state."""
 
-    rows: torch.Tensor
+    entries: torch.Tensor
     """Local part of the pool, [C, local width]; on the compute device or in CPU memory."""
 
     use: np.ndarray
@@ -53,7 +53,7 @@ class PoolFactor:
     @property
     def size(self) -> int:
         """C: number of pool entries."""
-        return self.rows.shape[0]
+        return self.entries.shape[0]
 
 
 def random_choice(

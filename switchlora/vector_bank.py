@@ -55,21 +55,21 @@ class BankIndexBuilder:
     def add(
         self,
         bank: VectorBank,
-        bank_rows: np.ndarray,
+        bank_layers: np.ndarray,
         positions: np.ndarray,
         rank: int,
         with_steps: bool,
     ) -> None:
-        """Vectors `positions` of bank layers `bank_rows` (moments: local rows of A only)."""
-        start, length = bank.rows
+        """Vectors `positions` of bank layers `bank_layers` (moments: local rows of A only)."""
+        start, length = bank.local_vectors
         if length == rank:  # every vector held here (B, and A unless row-sharded)
-            self.moment.append(bank_rows * rank + positions)
+            self.moment.append(bank_layers * rank + positions)
         else:
             held = (positions >= start) & (positions < start + length)
-            self.moment.append(bank_rows[held] * length + positions[held] - start)
+            self.moment.append(bank_layers[held] * length + positions[held] - start)
         if with_steps:
             self.with_steps = True
-            self.step.append(bank_rows * rank + positions)
+            self.step.append(bank_layers * rank + positions)
 
     def queue(self, pack: IndexPack) -> None:
         """Queue the concatenated indices."""
@@ -100,11 +100,12 @@ class VectorBank:
     steps: torch.Tensor
     """[G, r] float32 per-vector step counts (full r: identical on every rank)."""
 
-    rows: tuple[int, int]
-    """lora_A: (start, length) of the local rows among the r rows; lora_B: (0, r)."""
+    local_vectors: tuple[int, int]
+    """(start, length) of this rank's vectors among the r: local rows of A; (0, r) for B."""
 
-    frozen: BankIndex | None = None
-    """Vectors whose gradient the next update zeroes (set by the switch controller each step)."""
+    freeze_next_update: BankIndex | None = None
+    """Vectors whose gradient the next optimizer step zeroes: set by the switch controller,
+    taken (and cleared) by SwitchAdamW.step, which passes it to :meth:`update`."""
 
     @property
     def rank(self) -> int:
@@ -132,32 +133,29 @@ class VectorBank:
             self.steps.view(-1).index_fill_(0, index.step, 0.0)
 
     @torch.no_grad()
-    def update(self, group: dict[str, Any]) -> None:
-        """One AdamW step of every parameter (all have gradients) with per-vector bias correction."""
+    def update(self, group: dict[str, Any], frozen: BankIndex | None) -> None:
+        """One AdamW step of every parameter (all have gradients) with per-vector bias
+        correction; the gradients of the `frozen` vectors count as zero."""
         params = [local(p) for p in self.params]
         grads = [local(p.grad) for p in self.params]
         if self.kind == "lora_B":  # vector-major, like the moments
             params, grads = [p.t() for p in params], [g.t() for g in grads]
         grad = torch.stack(grads)
-        if self.frozen is not None:
-            _zero_rows(grad.unsqueeze(0), self.frozen.moment)
-            self.frozen = None
-        local_steps = self.steps.narrow(1, *self.rows).unsqueeze(2)
+        if frozen is not None:
+            _zero_rows(grad.unsqueeze(0), frozen.moment)
+        local_steps = self.steps.narrow(1, *self.local_vectors).unsqueeze(2)
         vector_adamw_(
             params, grad, self.moments[0], self.moments[1], self.steps, local_steps, group
         )
 
     @torch.no_grad()
-    def zero_frozen_grads(self) -> None:
-        """Zero the frozen vectors in each parameter's own gradient (the one-by-one path)."""
-        if self.frozen is None:
-            return
+    def zero_grads(self, frozen: BankIndex) -> None:
+        """Zero the `frozen` vectors in each parameter's own gradient (the one-by-one path)."""
         per_layer = self.moments.shape[2]
-        for flat in self.frozen.moment.tolist():
+        for flat in frozen.moment.tolist():
             grad = self.params[flat // per_layer].grad
             if grad is not None:
                 local(grad).select(0 if self.kind == "lora_A" else 1, flat % per_layer).zero_()
-        self.frozen = None
 
 
 def _zero_rows(stacked: torch.Tensor, flat: torch.Tensor) -> None:

@@ -243,5 +243,5 @@ def compare_with_reference(case: str, device: torch.device) -> None:
         if opts.candidate_source == "pool":
             assert st.pool_a.use.tolist() == ref_st["useA"]
             assert st.pool_b.use.tolist() == ref_st["useB"]
-            torch.testing.assert_close(st.pool_a.rows, ref_st["poolA"], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(st.pool_b.rows, ref_st["poolB"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(st.pool_a.entries, ref_st["poolA"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(st.pool_b.entries, ref_st["poolB"], rtol=1e-5, atol=1e-5)
