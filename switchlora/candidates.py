@@ -1,11 +1,10 @@
 """Candidate sources: where the vectors that are switched in come from.
 
-"pool": a stored bank per factor per layer (rows are candidate vectors: pool_A [C, n],
-pool_B [C, m]). The host keeps which pool entry each position holds (`use`), a ring
-pointer for the sequential walk and, for the random choice, a numpy Generator owned by
-the controller. Per step: the outgoing trained vectors are written back into their slots
-(when enabled) BEFORE the incoming entries are chosen and read, so an entry released this
-step can come straight back (random choice: including to its own position).
+"pool": C = min(m, n) stored entries per factor per layer (pool_A [C, n], pool_B [C, m]).
+The host keeps which entry each position holds (`use`), a ring pointer for the sequential
+walk and, for the random choice, a numpy Generator owned by the controller. Per step the
+outgoing trained vectors are written back into their entries (when enabled) BEFORE the
+incoming entries are read, so an entry released this step can come straight back.
 
 "seeded": no stored bank; the K incoming vectors for (layer, factor, step) are drawn from a
 torch.Generator keyed by (seed, layer, factor, step), with the pool's distribution.
@@ -21,10 +20,10 @@ import torch
 from switchlora.seeding import CANDIDATE_STREAM, torch_generator, uniform
 
 FACTOR_A = 0
-"""Factor key of A rows in seeded draws."""
+"""Seed key of lora_A in seeded draws."""
 
 FACTOR_B = 1
-"""Factor key of B columns in seeded draws."""
+"""Seed key of lora_B in seeded draws."""
 
 
 def pool_size(m: int, n: int) -> int:

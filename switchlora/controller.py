@@ -15,8 +15,8 @@ optimizer indices of a step reach the device in one copy, each group's positions
 one more (none on CPU, where they share memory with the host arrays); column-sharded A rows
 are all-gathered once per step for every layer, while the B side is read and written. The
 counterparts' optimizer state is reset in the optimizer's stacked banks, and the frozen
-vectors are handed to the optimizer, which zeroes their gradients in its stacked update (the
-parameters' own .grad is left as backward made it).
+vectors become each bank's ``freeze_next_update``, whose gradients the next optimizer step
+zeroes in its stacked update (the parameters' own .grad is left as backward made it).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Initialisation of adapter factors, candidate pools and the frozen base weight.
 
-Every function here produces FULL (unsharded) float32 tensors from a torch.Generator
-whose seed depends only on (options.seed, layer_index): the trainer copies the local
-shard of each into its (possibly FSDP-sharded) parameters, so the result does not depend
+The draws produce FULL (unsharded) float32 tensors from a torch.Generator whose seed
+depends only on (options.seed, layer_index); :func:`initialize_adapters_` copies the local
+shard of each into the (possibly FSDP-sharded) parameters, so the result does not depend
 on rank or world size.
 """
 

@@ -1,4 +1,10 @@
-"""The adapter layer: y = W x + s * B (A x), with W frozen."""
+"""The adapter layer y = W x + s * B (A x), with W frozen, and the conversion of a model.
+
+Factors: A [r, n], whose vectors are rows, and B [m, r], whose vectors are columns. Where a
+factor is a value it is named after its parameter, "lora_A" / "lora_B" (ROLE_ATTR, the
+optimizer's param-group kinds, VectorBank.kind); variables and attributes of one factor end
+in _a / _b; seeded draws key the factors with candidates.FACTOR_A / FACTOR_B.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,7 @@ class AdapterLinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank product s * B @ A.
 
     The forward holds no switching logic and no Python state that changes between steps:
-    switching edits the tensors in place between optimizer steps (see switchlora.controller
-    and switchlora.switch_group).
+    switching edits the tensors in place between optimizer steps (switchlora.controller).
     """
 
     def __init__(self, base: nn.Linear, rank: int, scale: float, dropout: float = 0.0) -> None:

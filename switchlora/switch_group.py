@@ -14,7 +14,9 @@ Step t of a group (K = the largest k in the group):
 
 1. :meth:`SwitchGroup.decide`: k per layer (capped), positions idx_a / idx_b [G, K],
    counterpart freezes, pointer advance.
-2. pool choice (sequential here, vectorised; random by the controller, in layer order).
+2. pool choice (:meth:`SwitchGroup.choose_sequential`; random by the controller, in layer
+   order); :meth:`SwitchGroup.queue_indices` and :meth:`SwitchGroup.queue_bank_indices`
+   queue the device indices of the step.
 3. :meth:`SwitchGroup.read_a`: old rows of A at idx_a and idx_b, pool write-back of the
    outgoing rows, then the incoming rows.
 4. (column-sharded A) the controller starts one all-gather of full rows for every group;
@@ -22,6 +24,10 @@ Step t of a group (K = the largest k in the group):
 5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns (the controller then resets
    the counterparts' optimizer state);
    then :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j].
+6. :meth:`SwitchGroup.end_step`: the freezes count down.
+
+The per-layer view of the group's host state (:class:`LayerSwitchState`) and its checkpoint
+part live here too.
 """
 
 from __future__ import annotations
