@@ -11,7 +11,8 @@ so results are identical to updating each parameter alone.
 
 Vector indices are flat over (bank layer, local vector): layer * local_rows + (row - row_start)
 for A, layer * r + column for B; ``step`` indices are layer * r + vector (step counts are full
-on every rank). Zeroing vectors is then one row fill for either factor.
+on every rank). Zeroing vectors is then one row fill for either factor. The switch builds
+them on the host (:class:`BankIndexBuilder`) and sends them as a :class:`BankIndex`.
 """
 
 from __future__ import annotations
