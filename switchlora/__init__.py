@@ -23,10 +23,8 @@ Wiring (single process or FSDP2):
 from switchlora.baselines.galore import GaLoreAdamW
 from switchlora.baselines.relora import ReLoRAController, ReLoRAOptions
 from switchlora.controller import SwitchController
-from switchlora.convert import convert_to_adapters
-from switchlora.init import init_adapter_layer_full
-from switchlora.layer import AdapterLinear
-from switchlora.materialize import initialize_adapters_
+from switchlora.init import init_adapter_layer_full, initialize_adapters_
+from switchlora.layer import AdapterLinear, convert_to_adapters
 from switchlora.optimizer import SwitchAdamW, param_groups
 from switchlora.options import SwitchLoRAOptions
 from switchlora.sharding import copy_full_, make_placement_fn, placement_fn

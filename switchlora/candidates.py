@@ -1,11 +1,10 @@
 """Candidate sources: where the vectors that are switched in come from.
 
-"pool": a stored bank per factor per layer (rows are candidate vectors: pool_A [C, n],
-pool_B [C, m]). The host keeps which pool entry each position holds (`use`), a ring
-pointer for the sequential walk and, for the random choice, a numpy Generator owned by
-the controller. Per step: the outgoing trained vectors are written back into their slots
-(when enabled) BEFORE the incoming entries are chosen and read, so an entry released this
-step can come straight back (random choice: including to its own position).
+"pool": C = min(m, n) stored entries per factor per layer (pool_A [C, n], pool_B [C, m]).
+The host keeps which entry each position holds (`use`), a ring pointer for the sequential
+walk and, for the random choice, a numpy Generator owned by the controller. Per step the
+outgoing trained vectors are written back into their entries (when enabled) BEFORE the
+incoming entries are read, so an entry released this step can come straight back.
 
 "seeded": no stored bank; the K incoming vectors for (layer, factor, step) are drawn from a
 torch.Generator keyed by (seed, layer, factor, step), with the pool's distribution.
@@ -18,21 +17,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from switchlora.init import uniform
-from switchlora.seeding import CANDIDATE_STREAM, torch_generator
+from switchlora.seeding import CANDIDATE_STREAM, torch_generator, uniform
 
 FACTOR_A = 0
-"""Factor key of A rows in seeded draws."""
+"""Seed key of lora_A in seeded draws."""
 
 FACTOR_B = 1
-"""Factor key of B columns in seeded draws."""
+"""Seed key of lora_B in seeded draws."""
+
+
+def pool_size(m: int, n: int) -> int:
+    """C = min(m, n): number of candidates per factor of an m x n layer."""
+    return min(m, n)
+
+
+def layer_switchable(m: int, n: int, r: int) -> bool:
+    """A layer can switch only when its pool has more entries than the rank."""
+    return pool_size(m, n) > r
 
 
 @dataclass
 class PoolFactor:
     """Pool of one factor of one layer: local rows and the host-side choice state."""
 
-    rows: torch.Tensor
+    entries: torch.Tensor
     """Local part of the pool, [C, local width]; on the compute device or in CPU memory."""
 
     use: np.ndarray
@@ -44,32 +52,24 @@ class PoolFactor:
     @property
     def size(self) -> int:
         """C: number of pool entries."""
-        return self.rows.shape[0]
+        return self.entries.shape[0]
 
 
-def choose_entries(
-    factor: PoolFactor, positions: np.ndarray, mode: str, rng: np.random.Generator
+def random_choice(
+    factor: PoolFactor, positions: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Release the entries held at `positions` and choose new ones; returns (old, new).
+    """Release the entries held at `positions` and draw new ones; returns (old, new).
 
-    sequential: the next k entries of the ring (next, next+1, ... mod C).
-    random: a uniform draw without replacement among entries no other position holds
-    (entries released by `positions` included), consuming `rng`.
-    Updates factor.use (and factor.next) in place.
+    A uniform draw without replacement among the entries no other position holds (entries
+    released by `positions` included), consuming `rng`. Updates factor.use in place.
     """
     k = len(positions)
     old = factor.use[positions].copy()
     c = factor.size
-    if mode == "sequential":
-        new = (factor.next + np.arange(k, dtype=np.int64)) % c
-        factor.next = int((factor.next + k) % c)
-    elif mode == "random":
-        busy = np.ones(len(factor.use), dtype=bool)
-        busy[positions] = False
-        free = np.setdiff1d(np.arange(c, dtype=np.int64), factor.use[busy])
-        new = rng.choice(free, size=k, replace=False).astype(np.int64)
-    else:
-        raise ValueError(f"unknown pool choice {mode!r}")
+    busy = np.ones(len(factor.use), dtype=bool)
+    busy[positions] = False
+    free = np.setdiff1d(np.arange(c, dtype=np.int64), factor.use[busy])
+    new = rng.choice(free, size=k, replace=False).astype(np.int64)
     factor.use[positions] = new
     return old, new
 
@@ -82,7 +82,8 @@ def sequential_choice(
     size: int,
     switching: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sequential walk of :func:`choose_entries` for G pools at once.
+    """The sequential pool walk of G pools at once: each gets the next k_g entries of its ring
+    (next, next + 1, ... mod C).
 
     use [G, r] (updated in place), nexts [G] ring pointers, positions [G, K], active [G, K]
     (the first k_g slots of row g), size C, `switching` np.nonzero(active) if already known.
@@ -97,18 +98,6 @@ def sequential_choice(
     new[layer, slot] = (nexts[layer] + slot) % size
     use[layer, held] = new[layer, slot]
     return old, new, (nexts + active.sum(axis=1)) % size
-
-
-def to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on `device` without a host-device synchronisation.
-
-    On CUDA the array goes through pinned memory with a non-blocking copy (a plain copy from
-    pageable memory synchronises the stream: once per call, many calls per switch step).
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(values))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def seeded_candidates(

@@ -6,7 +6,7 @@ from options.seed only, consumed in a fixed order, so every rank decides identic
 
 - decision generator (seed, DECISION_STREAM): per step, per layer in dict order, exactly
   one `random()` for the stochastic rounding of r / interval(t) (also for layers that cannot
-  switch). k = min(that, the pointer cap of schedule.switch_cap, K_max).
+  switch). k = min(that, the pointer cap of SwitchGroup.decide, K_max).
 - choice generator (seed, CHOICE_STREAM), random pool choice only: per switching layer in
   dict order, one `choice(free, k, replace=False)` for A, then one for B.
 
@@ -15,8 +15,8 @@ optimizer indices of a step reach the device in one copy, each group's positions
 one more (none on CPU, where they share memory with the host arrays); column-sharded A rows
 are all-gathered once per step for every layer, while the B side is read and written. The
 counterparts' optimizer state is reset in the optimizer's stacked banks, and the frozen
-vectors are handed to the optimizer, which zeroes their gradients in its stacked update (the
-parameters' own .grad is left as backward made it).
+vectors become each bank's ``freeze_next_update``, whose gradients the next optimizer step
+zeroes in its stacked update (the parameters' own .grad is left as backward made it).
 """
 
 from __future__ import annotations
@@ -27,26 +27,23 @@ import numpy as np
 import torch
 
 from switchlora import schedule
-from switchlora.bank_indices import BankIndexBuilder
-from switchlora.candidates import choose_entries
-from switchlora.index_pack import IndexPack
-from switchlora.init import candidate_pools, layer_switchable, pool_size
+from switchlora.candidates import layer_switchable, random_choice
 from switchlora.layer import AdapterLinear
-from switchlora.layer_state import HostCounters, LayerSwitchState
-from switchlora.layout import layer_layout
 from switchlora.optimizer import SwitchAdamW
 from switchlora.options import SwitchLoRAOptions
 from switchlora.profiling import switch_range
-from switchlora.seeding import (
-    CHOICE_STREAM,
-    DECISION_STREAM,
-    INIT_STREAM,
-    numpy_generator,
-    torch_generator,
+from switchlora.seeding import CHOICE_STREAM, DECISION_STREAM, numpy_generator
+from switchlora.sharding import layer_layout, start_gather_rows
+from switchlora.switch_group import (
+    Decision,
+    HostCounters,
+    LayerSwitchState,
+    Selected,
+    SwitchGroup,
+    group_key,
 )
-from switchlora.sharding import start_gather_rows
-from switchlora.switch_group import Decision, Selected, SwitchGroup, group_key
-from switchlora.vector_bank import VectorBank
+from switchlora.transfer import IndexPack
+from switchlora.vector_bank import BankIndexBuilder, VectorBank
 
 
 class SwitchController:
@@ -75,7 +72,7 @@ class SwitchController:
         self.optimizer = optimizer
         self.generator_device = torch.device(generator_device)
         self.enabled = options.switching
-        self.slots = schedule.max_slots(options.rank, options.interval0)
+        self.max_slots = schedule.max_slots(options.rank, options.interval0)
         self.decision_rng = numpy_generator(options.seed, DECISION_STREAM)
         self.choice_rng = numpy_generator(options.seed, CHOICE_STREAM)
         self.last_step = -1
@@ -95,7 +92,7 @@ class SwitchController:
                     layout=lay,
                     switchable=layer_switchable(lay.m, lay.n, options.rank),
                     counters=HostCounters.zeros(1, options.rank),
-                    row=0,
+                    member=0,
                 )
             )
         by_key: dict[tuple, list[LayerSwitchState]] = {}
@@ -121,26 +118,8 @@ class SwitchController:
         if self.options.candidate_source != "pool" or not self.enabled:
             self._initialized = True
             return
-        pools = pools or {}
-        for group in self.groups:  # one layer's full pools in memory at a time
-            group.allocate_pools(
-                pool_size(group.layout.m, group.layout.n), self.options.pool_offload_cpu
-            )
-            for row, st in enumerate(group.states):
-                given = pools.get(st.name)
-                if given is not None:
-                    group.attach_pools(row, given["pool_A"], given["pool_B"])
-                    continue
-                lay = st.layout
-                generator = torch_generator(
-                    self.generator_device, self.options.seed, INIT_STREAM, st.index
-                )
-                group.attach_pools(
-                    row,
-                    *candidate_pools(
-                        lay.m, lay.n, lay.r, self.options.init, generator, self.generator_device
-                    ),
-                )
+        for group in self.groups:
+            group.init_pools(pools or {}, self.generator_device)
         self._initialized = True
 
     def _ensure_initialized(self) -> None:
@@ -152,16 +131,7 @@ class SwitchController:
         if self._bank_version == self.optimizer.bank_version:
             return
         for group in self.groups:
-            for kind, params in (("a", group.a_params), ("b", group.b_params)):
-                slots = [self.optimizer.bank_of(p) for p in params]
-                banks = {id(bank) for bank, _ in slots}
-                if len(banks) != 1:
-                    raise ValueError(
-                        f"{group.states[0].name}: layers of one shape are in different "
-                        "optimizer param groups; give every lora_{kind.upper()} one group"
-                    )
-                setattr(group, f"bank_{kind}", slots[0][0])
-                setattr(group, f"bank_rows_{kind}", np.array([i for _, i in slots], np.int64))
+            group.attach_banks(self.optimizer)
         self._bank_version = self.optimizer.bank_version
 
     # ------------------------------------------------------------------ step
@@ -191,9 +161,7 @@ class SwitchController:
             decisions, pack, bank_indices, frozen = self._decide(t, interval_t, force_k)
         self._apply(t, decisions, pack, bank_indices)
         for group in self.groups:
-            for counters in (group.counters.frz_a, group.counters.frz_b):
-                np.subtract(counters, 1, out=counters)
-                np.maximum(counters, 0, out=counters)
+            group.end_step()
         self.last_step = t
         return {
             "vectors_switched": float(2 * sum(int(d.k.sum()) for d in decisions)),
@@ -208,10 +176,10 @@ class SwitchController:
         o = self.options
         expected = schedule.expected_switches(o.rank, interval_t)
         # one draw per layer, in dict order
-        k_all = schedule.stochastic_round_many(expected, len(self.layers), self.decision_rng)
+        k_all = schedule.stochastic_round(expected, len(self.layers), self.decision_rng)
         if force_k is not None:
             k_all[:] = force_k
-        decisions = [g.decide(k_all[g.layer_ids], self.slots) for g in self.groups]
+        decisions = [g.decide(k_all[g.layer_ids], self.max_slots) for g in self.groups]
         if o.candidate_source == "pool":
             if o.pool_choice == "sequential":
                 for group, d in zip(self.groups, decisions):
@@ -220,7 +188,7 @@ class SwitchController:
                 self._choose_random(decisions)
         pack = IndexPack(self.device)
         for group, d in zip(self.groups, decisions):
-            if d.slots > 0:
+            if d.width > 0:
                 group.queue_indices(d, pack)
         bank_indices, frozen = self._queue_bank_indices(decisions, pack)
         pack.send()
@@ -232,24 +200,22 @@ class SwitchController:
             shape = d.idx_a.shape
             d.old_a, d.old_b = np.full(shape, -1, np.int64), np.full(shape, -1, np.int64)
             d.new_a, d.new_b = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-        rows = [
-            (st.index, group, d, st.row)
+        members = [
+            (st.index, group, d, st.member)
             for group, d in zip(self.groups, decisions)
             for st in group.states
         ]
-        for _, group, d, row in sorted(rows, key=lambda x: x[0]):
-            k = int(d.k[row])
+        for _, group, d, i in sorted(members, key=lambda x: x[0]):
+            k = int(d.k[i])
             if k == 0:
                 continue
-            st = group.states[row]
+            st = group.states[i]
             for factor, idx, old, new in (
                 (st.pool_a, d.idx_a, d.old_a, d.new_a),
                 (st.pool_b, d.idx_b, d.old_b, d.new_b),
             ):
                 assert factor is not None and old is not None and new is not None
-                old[row, :k], new[row, :k] = choose_entries(
-                    factor, idx[row, :k], "random", self.choice_rng
-                )
+                old[i, :k], new[i, :k] = random_choice(factor, idx[i, :k], self.choice_rng)
 
     def _queue_bank_indices(
         self, decisions: list[Decision], pack: IndexPack
@@ -257,21 +223,8 @@ class SwitchController:
         """Counterparts to reset and vectors to freeze, per optimizer bank; frozen count."""
         per_bank: dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]] = {}
         frozen = 0
-        r = self.options.rank
         for group, d in zip(self.groups, decisions):
-            layer, slot = d.switching
-            c = group.counters
-            for kind, positions, counters in (
-                ("a", d.idx_b[layer, slot], c.frz_a),  # B column j switched: reset A row j
-                ("b", d.idx_a[layer, slot], c.frz_b),
-            ):
-                bank: VectorBank = getattr(group, f"bank_{kind}")
-                bank_rows: np.ndarray = getattr(group, f"bank_rows_{kind}")
-                reset, freeze = per_bank.setdefault(bank, (BankIndexBuilder(), BankIndexBuilder()))
-                reset.add(bank, bank_rows[layer], positions, r, with_steps=True)
-                f_layer, f_pos = np.nonzero(counters)  # counters are >= 0
-                frozen += len(f_layer)
-                freeze.add(bank, bank_rows[f_layer], f_pos, r, with_steps=False)
+            frozen += group.queue_bank_indices(d, per_bank)
         for reset, freeze in per_bank.values():
             reset.queue(pack)
             freeze.queue(pack)
@@ -289,8 +242,8 @@ class SwitchController:
         selected: list[tuple[SwitchGroup, Decision, Selected]] = []
         with switch_range("read"):
             for group, d in zip(self.groups, decisions):
-                if d.slots > 0:
-                    sel = group.read_a(d, pack, t, self.slots, self.generator_device)
+                if d.width > 0:
+                    sel = group.read_a(d, pack, t, self.max_slots, self.generator_device)
                     selected.append((group, d, sel))
         by_mesh: dict[int, list[tuple[SwitchGroup, Selected]]] = {}
         for group, _, sel in selected:
@@ -308,17 +261,17 @@ class SwitchController:
         ]
         with switch_range("read"):
             for group, d, sel in selected:
-                group.read_b(d, sel, pack, t, self.slots, self.generator_device)
+                group.read_b(d, sel, pack, t, self.max_slots, self.generator_device)
         with switch_range("write"):
             for group, d, sel in selected:
                 group.write_vectors(d, sel)
         with switch_range("reset"):
             for bank, (reset, frozen_index) in bank_indices.items():
                 bank.reset(reset.resolve(pack))
-                bank.frozen = frozen_index.resolve(pack) if frozen_index.size else None
-        for items, rows in pending:
+                bank.freeze_next_update = frozen_index.resolve(pack) if frozen_index.size else None
+        for items, gather in pending:
             with switch_range("gather"):
-                full = rows.wait()
+                full = gather.wait()
             for group, sel in items:
                 count = len(sel.to_gather)
                 group.take_gathered(sel, full[:count])

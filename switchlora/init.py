@@ -1,20 +1,24 @@
 """Initialisation of adapter factors, candidate pools and the frozen base weight.
 
-Every function here produces FULL (unsharded) float32 tensors from a torch.Generator
-whose seed depends only on (options.seed, layer_index): the trainer copies the local
-shard of each into its (possibly FSDP-sharded) parameters, so the result does not depend
+The draws produce FULL (unsharded) float32 tensors from a torch.Generator whose seed
+depends only on (options.seed, layer_index); :func:`initialize_adapters_` copies the local
+shard of each into the (possibly FSDP-sharded) parameters, so the result does not depend
 on rank or world size.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from switchlora.candidates import layer_switchable, pool_size
+from switchlora.layer import AdapterLinear
 from switchlora.options import SwitchLoRAOptions
-from switchlora.seeding import INIT_STREAM, torch_generator
+from switchlora.seeding import INIT_STREAM, torch_generator, uniform
+from switchlora.sharding import copy_full_
 
 GAIN_SQRT = 3.0**-0.25
 """g = sqrt(gain) with gain = sqrt(1/3), PyTorch's leaky-ReLU gain for slope sqrt(5)."""
@@ -39,24 +43,6 @@ def init_bounds(m: int, n: int, r: int, kind: str) -> tuple[float, float]:
     if kind == "lora":
         return 1.0 / math.sqrt(n), 0.0
     raise ValueError(f"unknown init kind {kind!r}")
-
-
-def uniform(
-    rows: int, cols: int, bound: float, generator: torch.Generator, device: torch.device | str
-) -> torch.Tensor:
-    """A float32 [rows, cols] tensor drawn from U(-bound, +bound) with `generator`."""
-    draw = torch.rand(rows, cols, generator=generator, device=device, dtype=torch.float32)
-    return (draw * 2.0 - 1.0) * bound
-
-
-def pool_size(m: int, n: int) -> int:
-    """C = min(m, n): number of candidates per factor of an m x n layer."""
-    return min(m, n)
-
-
-def layer_switchable(m: int, n: int, r: int) -> bool:
-    """A layer can switch only when its pool has more entries than the rank."""
-    return pool_size(m, n) > r
 
 
 def initial_pool_indices(c: int, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,3 +125,31 @@ def init_adapter_layer_full(
         out["W0"] = effective_init_weight(w_init, a0, b0, options.scale)
     out["A0"], out["B0"] = a0, b0
     return out
+
+
+@torch.no_grad()
+def initialize_adapters_(
+    layers: dict[str, AdapterLinear],
+    options: SwitchLoRAOptions,
+    w_init: Callable[[str, AdapterLinear], torch.Tensor],
+    generator_device: torch.device | str = "cpu",
+    return_pools: bool = False,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Write W0, A0, B0 of every layer into its parameters (local shards under FSDP2).
+
+    `w_init(name, layer)` returns the FULL [m, n] plain-model init of the base weight (the
+    same on every rank, e.g. N(0, 0.02) from a generator keyed by the layer). Layer i of
+    `layers` (convert_to_adapters order) uses the init seed (options.seed, i). Returns the
+    full pools per layer name when `return_pools` (pass them to SwitchController.init_state
+    to avoid drawing them twice); otherwise an empty dict.
+    """
+    pools: dict[str, dict[str, torch.Tensor]] = {}
+    for index, (name, layer) in enumerate(layers.items()):
+        m, n = layer.out_features, layer.in_features
+        full = init_adapter_layer_full(m, n, options, index, w_init(name, layer), generator_device)
+        copy_full_(layer.base.weight, full["W0"])
+        copy_full_(layer.lora_A, full["A0"])
+        copy_full_(layer.lora_B, full["B0"])
+        if return_pools and "pool_A" in full:
+            pools[name] = {"pool_A": full["pool_A"], "pool_B": full["pool_B"]}
+    return pools

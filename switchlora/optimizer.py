@@ -164,11 +164,13 @@ class SwitchAdamW(Optimizer):
                 if p.grad is not None:
                     _dense_update(p, self.state_for(p, "dense"), group)
         for bank, group in self._ensure_banks():
+            frozen, bank.freeze_next_update = bank.freeze_next_update, None
             with_grad = [p.grad is not None for p in bank.params]
             if all(with_grad):
-                bank.update(group)
+                bank.update(group, frozen)
                 continue
-            bank.zero_frozen_grads()  # some without gradient: one by one
+            if frozen is not None:  # some without gradient: one by one
+                bank.zero_grads(frozen)
             for p, has_grad in zip(bank.params, with_grad):
                 if has_grad:
                     _vector_update(p, self.state[p], group, bank.kind)

@@ -1,4 +1,4 @@
-"""How many vectors switch per step: interval schedule, stochastic rounding, caps."""
+"""How many vectors switch per step: interval schedule, stochastic rounding, slot count."""
 
 from __future__ import annotations
 
@@ -32,17 +32,11 @@ def expected_switches(rank: int, interval_t: float) -> float:
     return rank / interval_t
 
 
-def stochastic_round_many(x: float, count: int, rng: np.random.Generator) -> np.ndarray:
+def stochastic_round(x: float, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` independent stochastic roundings of x ([count] int64): floor(x) plus 1 with
-    probability frac(x). Consumes exactly `count` rng.random() draws, the same stream as
-    `count` calls of :func:`stochastic_round`."""
+    probability frac(x). Consumes exactly `count` rng.random() draws."""
     low = math.floor(x)
     return low + (rng.random(count) < x - low).astype(np.int64)
-
-
-def stochastic_round(x: float, rng: np.random.Generator) -> int:
-    """floor(x) plus 1 with probability frac(x); consumes exactly one rng.random() draw."""
-    return int(stochastic_round_many(x, 1, rng)[0])
 
 
 def max_slots(rank: int, interval0: float) -> int:
@@ -52,12 +46,6 @@ def max_slots(rank: int, interval0: float) -> int:
     K <= r // 2 keeps the A window [pA, pA+K) and the B window [pA + r//2, ...) disjoint.
     """
     return max(0, min(rank // 2, math.ceil(rank / interval0)))
-
-
-def switch_cap(p_a: int, p_b: int, frozen_a: int, frozen_b: int, rank: int) -> int:
-    """k_max = min((pA - fA - pB) mod r, (pB - fB - pA) mod r): the switching windows of A and B
-    never reach a frozen vector (the cap of the paper's code)."""
-    return min((p_a - frozen_a - p_b) % rank, (p_b - frozen_b - p_a) % rank)
 
 
 def check_interval(interval_t: float, freeze_steps: int) -> None:

@@ -1,4 +1,4 @@
-"""Rank-independent seeds derived from small integer keys."""
+"""Rank-independent random draws: seeds derived from small integer keys, one stream per use."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ def torch_generator(device: torch.device | str, *keys: int) -> torch.Generator:
 def numpy_generator(*keys: int) -> np.random.Generator:
     """A numpy Generator seeded from keys: identical on every rank."""
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+
+
+def uniform(
+    rows: int, cols: int, bound: float, generator: torch.Generator, device: torch.device | str
+) -> torch.Tensor:
+    """A float32 [rows, cols] tensor drawn from U(-bound, +bound) with `generator`."""
+    draw = torch.rand(rows, cols, generator=generator, device=device, dtype=torch.float32)
+    return (draw * 2.0 - 1.0) * bound

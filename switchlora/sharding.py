@@ -4,21 +4,28 @@ Shard layout: W [m, n] and B [m, r] are row-sharded (Shard(0)), so both hold
 the same rows of m. A [r, n] is column-sharded (Shard(1)) when n divides by the shard count;
 otherwise FSDP2 (which forbids uneven sharding on dim > 0) gets Shard(0) and the switch
 gathers the full A. On a 2-D (HSDP) mesh the last placement is the sharding one.
+
+Row-sharded dimensions follow torch.chunk (FSDP2 and DTensor): rank i of k holds the rows
+[i c, min((i + 1) c, L)) of a length-L dimension, c = ceil(L / k), so later ranks may hold
+fewer rows, or none. The row collectives pad every rank's rows to c for the fixed-size
+collectives and trim the result again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed import ProcessGroup
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._dtensor_spec import DTensorSpec, TensorMeta
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from switchlora.layer import ROLE_ATTR
+from switchlora.layer import ROLE_ATTR, AdapterLinear
 
 
 def make_placement_fn(shard_size: int) -> Callable[[nn.Parameter], Shard | None]:
@@ -162,3 +169,119 @@ def sharded_range(length: int, like: torch.Tensor, dim: int | None) -> tuple[int
     placements = (*like.placements[:-1], Shard(0))
     shape, offset = compute_local_shape_and_global_offset((length,), like.device_mesh, placements)
     return offset[0], shape[0]
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Global sizes and this rank's local ranges of W [m, n], A [r, n] and B [m, r]."""
+
+    m: int
+    """Output width (rows of W and B)."""
+
+    n: int
+    """Input width (columns of W and A)."""
+
+    r: int
+    """Rank."""
+
+    a_mode: str
+    """"plain": A whole on this rank; "cols": A column-sharded; "rows": row-sharded fallback."""
+
+    a_cols: tuple[int, int]
+    """(start, length) of the local columns of A (and of the A pool)."""
+
+    a_rows: tuple[int, int]
+    """(start, length) of the local rows of A (its gradient and moments)."""
+
+    m_rows: tuple[int, int]
+    """(start, length) of the local rows of W and B (and columns of the B pool)."""
+
+
+def layer_layout(layer: AdapterLinear) -> LayerLayout:
+    """Inspect the (possibly FSDP2-sharded) parameters of `layer`; errors on unsupported layouts."""
+    w, a, b = layer.base.weight, layer.lora_A, layer.lora_B
+    r, n = a.shape
+    m = w.shape[0]
+    if tuple(w.shape) != (m, n) or tuple(b.shape) != (m, r):
+        raise ValueError(f"inconsistent adapter shapes W {w.shape}, A {a.shape}, B {b.shape}")
+    kinds = {is_dtensor(t) for t in (w, a, b)}
+    if kinds == {False}:
+        return LayerLayout(m, n, r, "plain", (0, n), (0, r), (0, m))
+    if kinds != {True}:
+        raise ValueError("W, A and B must all be DTensors or all plain tensors")
+    if not (w.device_mesh == a.device_mesh == b.device_mesh):
+        raise ValueError("W, A and B must live on the same device mesh")
+    for name, t in (("W", w), ("B", b)):
+        if shard_dim(t) not in (0, None):
+            raise ValueError(f"{name} must be row-sharded (Shard(0)); use switchlora placement_fn")
+    m_rows = local_range(w, 0)
+    if local_range(b, 0) != m_rows:
+        raise ValueError("W and B must hold the same local rows")
+    a_dim = shard_dim(a)
+    if a.device_mesh.size(a.device_mesh.ndim - 1) == 1:
+        a_dim = None  # a shard dimension of one rank (replicate-only, 1 process): A is whole
+    if a_dim == 1:
+        return LayerLayout(m, n, r, "cols", local_range(a, 1), (0, r), m_rows)
+    if a_dim == 0:
+        return LayerLayout(m, n, r, "rows", (0, n), local_range(a, 0), m_rows)
+    return LayerLayout(m, n, r, "plain", (0, n), (0, r), m_rows)
+
+
+def shard_group(tensor: torch.Tensor) -> ProcessGroup | None:
+    """The process group over which `tensor` is row-sharded, or None (plain or one rank)."""
+    if not isinstance(tensor, DTensor):
+        return None
+    placement = tensor.placements[-1]
+    if not (isinstance(placement, Shard) and placement.dim == 0):
+        raise ValueError(f"expected a row-sharded (Shard(0)) weights, got {tensor.placements}")
+    mesh = tensor.device_mesh
+    group = mesh.get_group(mesh.ndim - 1)
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def chunk_size(length: int, world: int) -> int:
+    """torch.chunk's piece size: every rank's rows fit in it."""
+    return -(-length // world)
+
+
+def pad_rows(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """`rows` with zero rows appended up to `size` rows."""
+    if rows.shape[0] == size:
+        return rows.contiguous()
+    pad = rows.new_zeros(size - rows.shape[0], *rows.shape[1:])
+    return torch.cat([rows, pad])
+
+
+def gather_rows_to(
+    rows: torch.Tensor, length: int, group: ProcessGroup, owner: int
+) -> torch.Tensor | None:
+    """The full [length, ...] tensor from every rank's chunk of rows, on the owner only."""
+    world = dist.get_world_size(group)
+    chunk = chunk_size(length, world)
+    padded = pad_rows(rows, chunk)
+    is_owner = dist.get_rank(group) == owner
+    pieces = [torch.empty_like(padded) for _ in range(world)] if is_owner else None
+    dist.gather(padded, pieces, dst=dist.get_global_rank(group, owner), group=group)
+    return torch.cat(pieces)[:length] if is_owner else None
+
+
+def reduce_scatter_rows(partial: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
+    """This rank's chunk of rows of the sum over ranks of `partial` [length, ...]."""
+    world = dist.get_world_size(group)
+    length = partial.shape[0]
+    chunk = chunk_size(length, world)
+    padded = pad_rows(partial, chunk * world)
+    out = padded.new_empty(chunk, *partial.shape[1:])
+    dist.reduce_scatter_tensor(out, padded, group=group)
+    rank = dist.get_rank(group)
+    return out[: max(0, min(chunk, length - rank * chunk))]
+
+
+def all_gather_rows(rows: torch.Tensor, length: int, group: ProcessGroup) -> torch.Tensor:
+    """The full [length, ...] tensor from every rank's chunk of rows, on every rank."""
+    world = dist.get_world_size(group)
+    chunk = chunk_size(length, world)
+    padded = pad_rows(rows, chunk)
+    out = padded.new_empty(chunk * world, *rows.shape[1:])
+    dist.all_gather_into_tensor(out, padded, group=group)
+    return out[:length]

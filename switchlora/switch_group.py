@@ -14,7 +14,9 @@ Step t of a group (K = the largest k in the group):
 
 1. :meth:`SwitchGroup.decide`: k per layer (capped), positions idx_a / idx_b [G, K],
    counterpart freezes, pointer advance.
-2. pool choice (sequential here, vectorised; random by the controller, in layer order).
+2. pool choice (:meth:`SwitchGroup.choose_sequential`; random by the controller, in layer
+   order); :meth:`SwitchGroup.queue_indices` and :meth:`SwitchGroup.queue_bank_indices`
+   queue the device indices of the step.
 3. :meth:`SwitchGroup.read_a`: old rows of A at idx_a and idx_b, pool write-back of the
    outgoing rows, then the incoming rows.
 4. (column-sharded A) the controller starts one all-gather of full rows for every group;
@@ -22,11 +24,16 @@ Step t of a group (K = the largest k in the group):
 5. :meth:`SwitchGroup.write_vectors`: new A rows, new B columns (the controller then resets
    the counterparts' optimizer state);
    then :meth:`SwitchGroup.write_w`: W += s [b_i, b_j - d_j] [a_i - c_i; a_j].
+6. :meth:`SwitchGroup.end_step`: the freezes count down.
+
+The per-layer view of the group's host state (:class:`LayerSwitchState`) and its checkpoint
+part live here too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,18 +43,164 @@ from switchlora.candidates import (
     FACTOR_A,
     FACTOR_B,
     PoolFactor,
+    pool_size,
     seeded_candidates,
     sequential_choice,
 )
-from switchlora.host_memory import pinned_empty
-from switchlora.index_pack import IndexPack
-from switchlora.init import init_bounds, initial_pool_indices
-from switchlora.layer_state import HostCounters, LayerSwitchState
+from switchlora.init import candidate_pools, init_bounds, initial_pool_indices
+from switchlora.layer import AdapterLinear
+from switchlora.optimizer import SwitchAdamW
 from switchlora.options import SwitchLoRAOptions
-from switchlora.pool_writes import PoolWrites, comes_back
 from switchlora.profiling import switch_range
-from switchlora.sharding import is_dtensor, local
-from switchlora.slot_buffers import SlotBuffers
+from switchlora.seeding import INIT_STREAM, torch_generator
+from switchlora.sharding import LayerLayout, as_sharded_like, is_dtensor, local
+from switchlora.transfer import IndexPack, PoolWrites, SlotBuffers, comes_back, pinned_empty
+from switchlora.vector_bank import BankIndexBuilder, VectorBank
+
+
+@dataclass
+class HostCounters:
+    """Pointers and freeze counters of G layers (host side: decisions never sync a device)."""
+
+    p_a: np.ndarray
+    """[G] int64 round-robin pointers of A rows (next position to switch)."""
+
+    p_b: np.ndarray
+    """[G] int64 pointers of B columns; each stays r // 2 ahead of p_a."""
+
+    frz_a: np.ndarray
+    """[G, r] int32 remaining frozen steps of each A row."""
+
+    frz_b: np.ndarray
+    """[G, r] int32 remaining frozen steps of each B column."""
+
+    @classmethod
+    def zeros(cls, layers: int, rank: int) -> HostCounters:
+        """Counters at step 0: p_a = 0, p_b = r // 2, nothing frozen."""
+        return cls(
+            p_a=np.zeros(layers, np.int64),
+            p_b=np.full(layers, rank // 2, np.int64),
+            frz_a=np.zeros((layers, rank), np.int32),
+            frz_b=np.zeros((layers, rank), np.int32),
+        )
+
+
+@dataclass(eq=False)
+class LayerSwitchState:
+    """Pointers, freeze counters and candidate pools of one adapter layer (views)."""
+
+    name: str
+    """Module path of the layer."""
+
+    index: int
+    """Layer index (position in the controller's layer dict): keys every seeded draw."""
+
+    layer: AdapterLinear
+    """The adapter layer itself (parameters are read from it at every step)."""
+
+    layout: LayerLayout
+    """This rank's local ranges of W, A and B."""
+
+    switchable: bool
+    """False when C = min(m, n) <= r: the layer never switches."""
+
+    counters: HostCounters
+    """The stacked counters of this layer's group."""
+
+    member: int
+    """This layer's position in its group: its row of `counters` and of the stacked pools."""
+
+    pool_a: PoolFactor | None = field(default=None)
+    """A candidate pool (pool source only): a view of the group's stacked pool."""
+
+    pool_b: PoolFactor | None = field(default=None)
+    """B candidate pool (pool source only)."""
+
+    @property
+    def p_a(self) -> int:
+        """Round-robin pointer of A rows."""
+        return int(self.counters.p_a[self.member])
+
+    @p_a.setter
+    def p_a(self, value: int) -> None:
+        self.counters.p_a[self.member] = value
+
+    @property
+    def p_b(self) -> int:
+        """Round-robin pointer of B columns."""
+        return int(self.counters.p_b[self.member])
+
+    @p_b.setter
+    def p_b(self, value: int) -> None:
+        self.counters.p_b[self.member] = value
+
+    @property
+    def frz_host_a(self) -> np.ndarray:
+        """[r] int32 remaining frozen steps of each A row (a view)."""
+        return self.counters.frz_a[self.member]
+
+    @property
+    def frz_host_b(self) -> np.ndarray:
+        """[r] int32 remaining frozen steps of each B column (a view)."""
+        return self.counters.frz_b[self.member]
+
+    def pool_dtensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pools as DTensors on the layer's mesh (plain tensors single-process)."""
+        assert self.pool_a is not None and self.pool_b is not None
+        lay = self.layout
+        c = self.pool_a.size
+        a_dim = 1 if lay.a_mode == "cols" else None
+        pool_a = as_sharded_like(self.pool_a.entries, self.layer.lora_A, a_dim, (c, lay.n))
+        pool_b = as_sharded_like(self.pool_b.entries, self.layer.base.weight, 1, (c, lay.m))
+        return pool_a, pool_b
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue with identical decisions."""
+        out: dict[str, Any] = {
+            "p_a": self.p_a,
+            "p_b": self.p_b,
+            "frz_a": torch.from_numpy(self.frz_host_a.copy()),
+            "frz_b": torch.from_numpy(self.frz_host_b.copy()),
+        }
+        if self.pool_a is not None and self.pool_b is not None:
+            pool_a, pool_b = self.pool_dtensors()
+            out.update(
+                {
+                    "use_a": torch.from_numpy(self.pool_a.use.copy()),
+                    "use_b": torch.from_numpy(self.pool_b.use.copy()),
+                    "next_a": self.pool_a.next,
+                    "next_b": self.pool_b.next,
+                    "pool_A": pool_a,
+                    "pool_B": pool_b,
+                }
+            )
+        return out
+
+    @torch.no_grad()
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore from state_dict(); pools are copied into the existing local shards."""
+        self.p_a, self.p_b = int(sd["p_a"]), int(sd["p_b"])
+        self.frz_host_a[:] = _host_int32(sd["frz_a"])
+        self.frz_host_b[:] = _host_int32(sd["frz_b"])
+        if self.pool_a is None or self.pool_b is None:
+            if "pool_A" in sd:
+                raise ValueError(f"{self.name}: checkpoint has pools but this controller has none")
+            return
+        if "pool_A" not in sd:
+            raise ValueError(f"{self.name}: checkpoint has no pools but the pool source is used")
+        self.pool_a.use[:] = np.asarray(sd["use_a"], dtype=np.int64)
+        self.pool_b.use[:] = np.asarray(sd["use_b"], dtype=np.int64)
+        self.pool_a.next, self.pool_b.next = int(sd["next_a"]), int(sd["next_b"])
+        for factor, value in ((self.pool_a, sd["pool_A"]), (self.pool_b, sd["pool_B"])):
+            source = local(value)
+            if source.data_ptr() != factor.entries.data_ptr():
+                factor.entries.copy_(source.to(factor.entries.device))
+
+
+def _host_int32(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.int32).copy()
 
 
 @dataclass
@@ -69,8 +222,8 @@ class Decision:
     switching: tuple[np.ndarray, np.ndarray]
     """(layer, slot) of every active slot (np.nonzero(active), layer-major)."""
 
-    rows: list[int]
-    """Layers (rows of the group) that switch this step: only they touch their tensors."""
+    members: list[int]
+    """Group members that switch this step: only they touch their tensors."""
 
     old_a: np.ndarray | None = None
     """[G, K] pool entries released by A (pool source; inactive slots: -1)."""
@@ -94,10 +247,10 @@ class Decision:
 
     write_now: bool = False
     """An entry released this step is read back this step: the pool write-back of an
-    offloaded pool cannot wait (see switchlora.pool_writes)."""
+    offloaded pool cannot wait (see switchlora.transfer.PoolWrites)."""
 
     @property
-    def slots(self) -> int:
+    def width(self) -> int:
         """K: slots per factor this step (0: nothing to switch in this group)."""
         return self.idx_a.shape[1]
 
@@ -120,7 +273,7 @@ class Selected:
     """[G, m_loc, 2K] old columns of B at idx_a then idx_b (read by :meth:`read_b`)."""
 
     d: torch.Tensor | None = None
-    """[G, K, m_loc] incoming B columns (local rows), one per row."""
+    """[G, K, m_loc] incoming B columns (local rows)."""
 
     b_local: list[torch.Tensor] | None = None
     """Per layer: local B."""
@@ -147,8 +300,8 @@ class SwitchGroup:
         self.scale = states[0].layer.scale
         self.rank = options.rank
         self.counters = HostCounters.zeros(len(states), options.rank)
-        for row, st in enumerate(states):
-            st.counters, st.row = self.counters, row
+        for member, st in enumerate(states):
+            st.counters, st.member = self.counters, member
         self.layer_ids = np.array([st.index for st in states], dtype=np.int64)
         self.a_params = [st.layer.lora_A for st in states]
         self.b_params = [st.layer.lora_B for st in states]
@@ -159,6 +312,27 @@ class SwitchGroup:
         self.pool_b: torch.Tensor | None = None
         self._buffers: dict[int, SlotBuffers] = {}
         self.pool_writes = PoolWrites()
+        # optimizer banks of the lora_A / lora_B params and each member's layer in them
+        self.bank_a: VectorBank | None = None
+        self.bank_b: VectorBank | None = None
+        self.bank_layers_a = np.zeros(0, np.int64)
+        self.bank_layers_b = np.zeros(0, np.int64)
+
+    def attach_banks(self, optimizer: SwitchAdamW) -> None:
+        """Resolve the optimizer banks of the group (again after the optimizer rebuilt them)."""
+        self.bank_a, self.bank_layers_a = self._one_bank(optimizer, self.a_params, "lora_A")
+        self.bank_b, self.bank_layers_b = self._one_bank(optimizer, self.b_params, "lora_B")
+
+    def _one_bank(
+        self, optimizer: SwitchAdamW, params: list[torch.Tensor], factor: str
+    ) -> tuple[VectorBank, np.ndarray]:
+        found = [optimizer.bank_of(p) for p in params]
+        if len({id(bank) for bank, _ in found}) != 1:
+            raise ValueError(
+                f"{self.states[0].name}: layers of one shape are in different "
+                f"optimizer param groups; give every {factor} one group"
+            )
+        return found[0][0], np.array([i for _, i in found], np.int64)
 
     def buffers(self, width: int) -> SlotBuffers:
         """The persistent buffers for `width` slots (made on first use)."""
@@ -171,6 +345,24 @@ class SwitchGroup:
         return self._buffers[width]
 
     # ------------------------------------------------------------------ pools
+    def init_pools(
+        self, pools: dict[str, dict[str, torch.Tensor]], generator_device: torch.device
+    ) -> None:
+        """Allocate the stacked pools and fill them from `pools` (layer name -> FULL pool_A,
+        pool_B); layers not given are regenerated from the init stream (the same pools)."""
+        o, lay = self.options, self.layout
+        self.allocate_pools(pool_size(lay.m, lay.n), o.pool_offload_cpu)
+        for member, st in enumerate(self.states):  # one layer's full pools in memory at a time
+            given = pools.get(st.name)
+            if given is not None:
+                self.attach_pools(member, given["pool_A"], given["pool_B"])
+                continue
+            m, n, r = st.layout.m, st.layout.n, st.layout.r
+            generator = torch_generator(generator_device, o.seed, INIT_STREAM, st.index)
+            self.attach_pools(
+                member, *candidate_pools(m, n, r, o.init, generator, generator_device)
+            )
+
     def allocate_pools(self, size: int, offload: bool) -> None:
         """Stacked pools of C = `size` entries per layer (filled by :meth:`attach_pools`)."""
         lay, g = self.layout, len(self.states)
@@ -179,21 +371,21 @@ class SwitchGroup:
         use_a, use_b = initial_pool_indices(size, lay.r)
         self.use_a = np.tile(use_a, (g, 1))
         self.use_b = np.tile(use_b, (g, 1))
-        for row, st in enumerate(self.states):
-            st.pool_a = PoolFactor(self.pool_a[row], self.use_a[row], 0)
-            st.pool_b = PoolFactor(self.pool_b[row], self.use_b[row], 0)
+        for member, st in enumerate(self.states):
+            st.pool_a = PoolFactor(self.pool_a[member], self.use_a[member], 0)
+            st.pool_b = PoolFactor(self.pool_b[member], self.use_b[member], 0)
 
-    def attach_pools(self, row: int, pool_a: torch.Tensor, pool_b: torch.Tensor) -> None:
+    def attach_pools(self, member: int, pool_a: torch.Tensor, pool_b: torch.Tensor) -> None:
         """Copy this rank's part of one layer's FULL pools (pool_A [C, n], pool_B [C, m])."""
         assert self.pool_a is not None and self.pool_b is not None
         lay, c = self.layout, self.pool_size
         if tuple(pool_a.shape) != (c, lay.n) or tuple(pool_b.shape) != (c, lay.m):
             raise ValueError(
-                f"{self.states[row].name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} "
+                f"{self.states[member].name}: pools {tuple(pool_a.shape)}, {tuple(pool_b.shape)} "
                 f"do not fit C={c}, m={lay.m}, n={lay.n}"
             )
-        self.pool_a[row].copy_(pool_a.narrow(1, *lay.a_cols))
-        self.pool_b[row].copy_(pool_b.narrow(1, *lay.m_rows))
+        self.pool_a[member].copy_(pool_a.narrow(1, *lay.a_cols))
+        self.pool_b[member].copy_(pool_b.narrow(1, *lay.m_rows))
 
     @property
     def pool_size(self) -> int:
@@ -202,13 +394,17 @@ class SwitchGroup:
         return self.pool_a.shape[1]
 
     # ------------------------------------------------------------------ host
-    def decide(self, k_wanted: np.ndarray, slots: int) -> Decision:
-        """k per layer (capped by schedule.switch_cap and K_max), positions, freezes, pointer advance."""
+    def decide(self, k_wanted: np.ndarray, max_slots: int) -> Decision:
+        """k per layer, positions, counterpart freezes, pointer advance.
+
+        k is capped by K_max and by min((pA - fA - pB) mod r, (pB - fB - pA) mod r), f the
+        frozen counts: the switching windows of A and B never reach a frozen vector.
+        """
         o, c, r = self.options, self.counters, self.rank
         f_a = (c.frz_a > 0).sum(axis=1)
         f_b = (c.frz_b > 0).sum(axis=1)
         cap = np.minimum((c.p_a - f_a - c.p_b) % r, (c.p_b - f_b - c.p_a) % r)
-        k = np.clip(np.minimum(np.minimum(k_wanted, cap), slots), 0, None)
+        k = np.clip(np.minimum(np.minimum(k_wanted, cap), max_slots), 0, None)
         width = int(k.max()) if len(k) else 0
         offsets = np.arange(width, dtype=np.int64)
         idx_a = (c.p_a[:, None] + offsets) % r
@@ -223,24 +419,54 @@ class SwitchGroup:
 
     def choose_sequential(self, d: Decision) -> None:
         """Sequential pool walk for every layer at once (the next k entries of each ring)."""
-        for name, use, idx in (("a", self.use_a, d.idx_a), ("b", self.use_b, d.idx_b)):
-            factors = [getattr(st, f"pool_{name}") for st in self.states]
-            nexts = np.array([f.next for f in factors], np.int64)
-            old, new, nexts = sequential_choice(
-                use, nexts, idx, d.active, self.pool_size, d.switching
-            )
-            for factor, nxt in zip(factors, nexts.tolist()):
-                factor.next = nxt
-            setattr(d, f"old_{name}", old)
-            setattr(d, f"new_{name}", new)
+        pools_a = [st.pool_a for st in self.states]
+        pools_b = [st.pool_b for st in self.states]
+        d.old_a, d.new_a = self._walk(pools_a, self.use_a, d.idx_a, d)
+        d.old_b, d.new_b = self._walk(pools_b, self.use_b, d.idx_b, d)
+
+    def _walk(
+        self, factors: list, use: np.ndarray, idx: np.ndarray, d: Decision
+    ) -> tuple[np.ndarray, np.ndarray]:
+        nexts = np.array([f.next for f in factors], np.int64)
+        old, new, nexts = sequential_choice(use, nexts, idx, d.active, self.pool_size, d.switching)
+        for factor, nxt in zip(factors, nexts.tolist()):
+            factor.next = nxt
+        return old, new
+
+    def queue_bank_indices(
+        self, d: Decision, per_bank: dict[VectorBank, tuple[BankIndexBuilder, BankIndexBuilder]]
+    ) -> int:
+        """Add the counterparts to reset and the vectors to freeze to the builders of their
+        optimizer bank (reset, freeze); returns the number of frozen vectors."""
+        layer, slot = d.switching
+        c = self.counters
+        frozen = 0
+        for bank, bank_layers, positions, counters in (
+            # B column j switched: reset A row j
+            (self.bank_a, self.bank_layers_a, d.idx_b[layer, slot], c.frz_a),
+            (self.bank_b, self.bank_layers_b, d.idx_a[layer, slot], c.frz_b),
+        ):
+            assert bank is not None, "attach_banks() first"
+            reset, freeze = per_bank.setdefault(bank, (BankIndexBuilder(), BankIndexBuilder()))
+            reset.add(bank, bank_layers[layer], positions, self.rank, with_steps=True)
+            f_layer, f_pos = np.nonzero(counters)  # counters are >= 0
+            frozen += len(f_layer)
+            freeze.add(bank, bank_layers[f_layer], f_pos, self.rank, with_steps=False)
+        return frozen
+
+    def end_step(self) -> None:
+        """Count every freeze down by one step."""
+        for counters in (self.counters.frz_a, self.counters.frz_b):
+            np.subtract(counters, 1, out=counters)
+            np.maximum(counters, 0, out=counters)
 
     def queue_indices(self, d: Decision, pack: IndexPack) -> None:
         """Queue the device index tensors of this step (positions, pool entries)."""
-        self.buffers(d.slots).fill(d.idx_a, d.idx_b, d.active)
+        self.buffers(d.width).fill(d.idx_a, d.idx_b, d.active)
         handles: dict[str, int] = {}
         if self.pool_a is not None:
             assert d.new_a is not None and d.new_b is not None
-            size, width = self.pool_size, d.slots
+            size, width = self.pool_size, d.width
             base = np.arange(len(self.states), dtype=np.int64)[:, None] * size
             handles["read_a"] = _pool_index(pack, self.pool_a, (base + d.new_a).reshape(-1))
             handles["read_b"] = _pool_index(pack, self.pool_b, (base + d.new_b).reshape(-1))
@@ -262,26 +488,26 @@ class SwitchGroup:
     # ------------------------------------------------------------------ device
     @torch.no_grad()
     def read_a(
-        self, d: Decision, pack: IndexPack, t: int, slots: int, generator_device: torch.device
+        self, d: Decision, pack: IndexPack, t: int, max_slots: int, generator_device: torch.device
     ) -> Selected:
         """Old A rows, their pool write-back, incoming A rows (step 3 of the module doc, A side:
         what the row all-gather needs, so that it can start before the B side is read)."""
         lay = self.layout
         h = d.indices(pack)
-        g, width, rows = len(self.states), d.slots, d.rows
+        g, width, members = len(self.states), d.width, d.members
         if lay.a_mode != "plain":
             _require_sharded(self.a_params, self.states)
         if lay.a_mode == "rows":  # row-sharded A: switch on the gathered full A
             a_work: list[torch.Tensor | None] = [None] * g
-            for row in rows:  # same rows on every rank: the decisions are identical
-                a_work[row] = self.a_params[row].full_tensor()
+            for i in members:  # the same on every rank: the decisions are identical
+                a_work[i] = self.a_params[i].full_tensor()
         else:
             a_work = [_data(a) for a in self.a_params]
         bufs = self.buffers(width)
         bufs.upload()
         a_sel = bufs.a_sel
-        for row in rows:
-            torch.index_select(a_work[row], 0, bufs.idx_ab[row], out=bufs.a_sel_rows[row])
+        for i in members:
+            torch.index_select(a_work[i], 0, bufs.idx_ab[i], out=bufs.a_sel_rows[i])
         if self.pool_a is not None:
             self.pool_writes.flush()  # last step's deferred write-backs, before any pool read
             flat_a = self.pool_a.view(-1, self.pool_a.shape[2])
@@ -297,7 +523,7 @@ class SwitchGroup:
             else:
                 sel.a_rows, sel.c_full = a_sel, c_work
             return sel
-        c_full = self._seeded(FACTOR_A, t, slots, width, generator_device)
+        c_full = self._seeded(FACTOR_A, t, max_slots, width, generator_device)
         c_full = c_full.to(device=self.device, dtype=self.dtype)
         if lay.a_mode == "cols":
             c_work = c_full.narrow(2, *lay.a_cols).contiguous()
@@ -311,16 +537,16 @@ class SwitchGroup:
         sel: Selected,
         pack: IndexPack,
         t: int,
-        slots: int,
+        max_slots: int,
         generator_device: torch.device,
     ) -> None:
         """Old B columns, their pool write-back, incoming B columns (step 3, B side)."""
         h = d.indices(pack)
-        g, width = len(self.states), d.slots
+        g, width = len(self.states), d.width
         bufs = self.buffers(width)
         sel.b_local = [_data(b) for b in self.b_params]
-        for row in d.rows:
-            torch.index_select(sel.b_local[row], 1, bufs.idx_ab[row], out=bufs.b_sel_cols[row])
+        for i in d.members:
+            torch.index_select(sel.b_local[i], 1, bufs.idx_ab[i], out=bufs.b_sel_cols[i])
         sel.b_sel = bufs.b_sel
         if self.pool_b is not None:
             flat_b = self.pool_b.view(-1, self.pool_b.shape[2])
@@ -334,7 +560,7 @@ class SwitchGroup:
                 self._write_back(flat_b, h["write_b"], outgoing, d)
             sel.d = _read(flat_b, h["read_b"], self.device).view(g, width, -1)
             return
-        d_full = self._seeded(FACTOR_B, t, slots, width, generator_device)
+        d_full = self._seeded(FACTOR_B, t, max_slots, width, generator_device)
         sel.d = d_full.narrow(2, *self.layout.m_rows).to(device=self.device, dtype=self.dtype)
 
     def _write_back(
@@ -345,17 +571,17 @@ class SwitchGroup:
         self.pool_writes.write(flat, index, outgoing, defer)
 
     def _seeded(
-        self, factor: int, t: int, slots: int, width: int, generator_device: torch.device
+        self, factor: int, t: int, max_slots: int, width: int, generator_device: torch.device
     ) -> torch.Tensor:
         """[G, K, n] (A) or [G, K, m] (B) seeded candidates: the first K of each layer's
-        `slots` draws."""
+        `max_slots` draws."""
         lay, o = self.layout, self.options
         bound_a, bound_b = init_bounds(lay.m, lay.n, self.rank, o.init)
         length, bound = (lay.n, bound_a) if factor == FACTOR_A else (lay.m, bound_b)
         return torch.stack(
             [
                 seeded_candidates(
-                    o.seed, st.index, factor, t, slots, length, bound, generator_device
+                    o.seed, st.index, factor, t, max_slots, length, bound, generator_device
                 )[:width]
                 for st in self.states
             ]
@@ -376,20 +602,20 @@ class SwitchGroup:
         Needs no gathered rows, so it runs while the row all-gather is in flight.
         """
         assert sel.d is not None and sel.b_sel is not None and sel.b_local is not None
-        width = d.slots
+        width = d.width
         bufs = self.buffers(width)
         active = bufs.active
         d_cols = sel.d.transpose(1, 2)
         torch.where(active.unsqueeze(2), sel.c_work, sel.a_sel[:, :width], out=bufs.new_a)
         torch.where(active.unsqueeze(1), d_cols, sel.b_sel[:, :, width:], out=bufs.new_b)
-        rows = d.rows
-        for row in rows:
-            sel.a_work[row].index_copy_(0, bufs.idx_a[row], bufs.new_a_rows[row])
-        for row in rows:
-            sel.b_local[row].index_copy_(1, bufs.idx_b[row], bufs.new_b_cols[row])
+        members = d.members
+        for i in members:
+            sel.a_work[i].index_copy_(0, bufs.idx_a[i], bufs.new_a_rows[i])
+        for i in members:
+            sel.b_local[i].index_copy_(1, bufs.idx_b[i], bufs.new_b_cols[i])
         if self.layout.a_mode == "rows":
-            for row in rows:
-                local(self.a_params[row]).copy_(sel.a_work[row].narrow(0, *self.layout.a_rows))
+            for i in members:
+                local(self.a_params[i]).copy_(sel.a_work[i].narrow(0, *self.layout.a_rows))
         # left = [b_i, (b_j - d_j) act] (in place; the old columns were used above)
         sel.b_sel[:, :, width:].sub_(d_cols).mul_(active.to(self.dtype).unsqueeze(1))
 
@@ -397,7 +623,7 @@ class SwitchGroup:
     def write_w(self, d: Decision, sel: Selected) -> None:
         """W += s [b_i, (b_j - d_j) act] [(a_i - c_i) act; a_j] for every layer."""
         assert sel.a_rows is not None and sel.c_full is not None and sel.b_sel is not None
-        width = d.slots
+        width = d.width
         bufs = self.buffers(width)
         right, left = sel.a_rows, sel.b_sel
         right[:, :width].sub_(sel.c_full).mul_(bufs.active.to(self.dtype).unsqueeze(2))
@@ -409,8 +635,8 @@ class SwitchGroup:
             left_rows = bufs.b_sel_cols
             right_rows = bufs.a_sel_rows if right is bufs.a_sel else right.unbind(0)
         with switch_range("w_update"):
-            for row in d.rows:
-                w_local[row].addmm_(left_rows[row], right_rows[row], alpha=self.scale)
+            for i in d.members:
+                w_local[i].addmm_(left_rows[i], right_rows[i], alpha=self.scale)
 
 
 def group_key(st: LayerSwitchState) -> tuple:
@@ -453,7 +679,7 @@ def _pool_storage(
     shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, offload: bool
 ) -> torch.Tensor:
     """Stacked pools on the compute device, or in CPU memory (pinned, exact size, when CUDA
-    exists: see switchlora.host_memory)."""
+    exists: see switchlora.transfer.pinned_empty)."""
     if not offload:
         return torch.empty(shape, dtype=dtype, device=device)
     return pinned_empty(shape, dtype)

@@ -11,7 +11,8 @@ so results are identical to updating each parameter alone.
 
 Vector indices are flat over (bank layer, local vector): layer * local_rows + (row - row_start)
 for A, layer * r + column for B; ``step`` indices are layer * r + vector (step counts are full
-on every rank). Zeroing vectors is then one row fill for either factor.
+on every rank). Zeroing vectors is then one row fill for either factor. The switch builds
+them on the host (:class:`BankIndexBuilder`) and sends them as a :class:`BankIndex`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from switchlora.sharding import local, local_range
+from switchlora.transfer import IndexPack
 
 
 @dataclass
@@ -34,6 +37,52 @@ class BankIndex:
 
     step: torch.Tensor | None = None
     """[P'] int64: flat (layer, vector) indices into the step counts (None: not needed)."""
+
+
+class BankIndexBuilder:
+    """Host side of a BankIndex: flat indices collected from several groups, sent in an IndexPack."""
+
+    def __init__(self) -> None:
+        self.moment: list[np.ndarray] = []
+        self.step: list[np.ndarray] = []
+        self.with_steps = False
+        self.handles: tuple[int, int | None] | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of vectors (moment indices)."""
+        return sum(len(x) for x in self.moment)
+
+    def add(
+        self,
+        bank: VectorBank,
+        bank_layers: np.ndarray,
+        positions: np.ndarray,
+        rank: int,
+        with_steps: bool,
+    ) -> None:
+        """Vectors `positions` of bank layers `bank_layers` (moments: local rows of A only)."""
+        start, length = bank.local_vectors
+        if length == rank:  # every vector held here (B, and A unless row-sharded)
+            self.moment.append(bank_layers * rank + positions)
+        else:
+            held = (positions >= start) & (positions < start + length)
+            self.moment.append(bank_layers[held] * length + positions[held] - start)
+        if with_steps:
+            self.with_steps = True
+            self.step.append(bank_layers * rank + positions)
+
+    def queue(self, pack: IndexPack) -> None:
+        """Queue the concatenated indices."""
+        moment = pack.add(np.concatenate(self.moment) if self.moment else np.zeros(0))
+        step = pack.add(np.concatenate(self.step)) if self.with_steps else None
+        self.handles = (moment, step)
+
+    def resolve(self, pack: IndexPack) -> BankIndex:
+        """The device BankIndex after pack.send()."""
+        assert self.handles is not None
+        moment, step = self.handles
+        return BankIndex(pack.get(moment), None if step is None else pack.get(step))
 
 
 @dataclass(eq=False)
@@ -52,11 +101,12 @@ class VectorBank:
     steps: torch.Tensor
     """[G, r] float32 per-vector step counts (full r: identical on every rank)."""
 
-    rows: tuple[int, int]
-    """lora_A: (start, length) of the local rows among the r rows; lora_B: (0, r)."""
+    local_vectors: tuple[int, int]
+    """(start, length) of this rank's vectors among the r: local rows of A; (0, r) for B."""
 
-    frozen: BankIndex | None = None
-    """Vectors whose gradient the next update zeroes (set by the switch controller each step)."""
+    freeze_next_update: BankIndex | None = None
+    """Vectors whose gradient the next optimizer step zeroes: set by the switch controller,
+    taken (and cleared) by SwitchAdamW.step, which passes it to :meth:`update`."""
 
     @property
     def rank(self) -> int:
@@ -84,32 +134,29 @@ class VectorBank:
             self.steps.view(-1).index_fill_(0, index.step, 0.0)
 
     @torch.no_grad()
-    def update(self, group: dict[str, Any]) -> None:
-        """One AdamW step of every parameter (all have gradients) with per-vector bias correction."""
+    def update(self, group: dict[str, Any], frozen: BankIndex | None) -> None:
+        """One AdamW step of every parameter (all have gradients) with per-vector bias
+        correction; the gradients of the `frozen` vectors count as zero."""
         params = [local(p) for p in self.params]
         grads = [local(p.grad) for p in self.params]
         if self.kind == "lora_B":  # vector-major, like the moments
             params, grads = [p.t() for p in params], [g.t() for g in grads]
         grad = torch.stack(grads)
-        if self.frozen is not None:
-            _zero_rows(grad.unsqueeze(0), self.frozen.moment)
-            self.frozen = None
-        local_steps = self.steps.narrow(1, *self.rows).unsqueeze(2)
+        if frozen is not None:
+            _zero_rows(grad.unsqueeze(0), frozen.moment)
+        local_steps = self.steps.narrow(1, *self.local_vectors).unsqueeze(2)
         vector_adamw_(
             params, grad, self.moments[0], self.moments[1], self.steps, local_steps, group
         )
 
     @torch.no_grad()
-    def zero_frozen_grads(self) -> None:
-        """Zero the frozen vectors in each parameter's own gradient (the one-by-one path)."""
-        if self.frozen is None:
-            return
+    def zero_grads(self, frozen: BankIndex) -> None:
+        """Zero the `frozen` vectors in each parameter's own gradient (the one-by-one path)."""
         per_layer = self.moments.shape[2]
-        for flat in self.frozen.moment.tolist():
+        for flat in frozen.moment.tolist():
             grad = self.params[flat // per_layer].grad
             if grad is not None:
                 local(grad).select(0 if self.kind == "lora_A" else 1, flat % per_layer).zero_()
-        self.frozen = None
 
 
 def _zero_rows(stacked: torch.Tensor, flat: torch.Tensor) -> None:

@@ -35,8 +35,7 @@ from switchlora.baselines.galore_projector import (
     projector_shape,
 )
 from switchlora.optimizer import check_adamw_hyperparameters
-from switchlora.row_collectives import shard_group
-from switchlora.sharding import as_sharded_like, local, sharded_range
+from switchlora.sharding import as_sharded_like, local, shard_group, sharded_range
 
 
 def refresh_count(steps: int, update_interval: int) -> int:

@@ -31,13 +31,14 @@ import torch
 import torch.distributed as dist
 from torch.distributed import ProcessGroup
 
-from switchlora.row_collectives import (
+from switchlora.sharding import (
     all_gather_rows,
     gather_rows_to,
+    local,
+    local_range,
     reduce_scatter_rows,
     shard_group,
 )
-from switchlora.sharding import local, local_range
 
 GRAM_DTYPE = torch.float64
 """Precision of the Gram matrices and their eigen-decomposition."""

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch.distributed.tensor import DTensor
 
-from switchlora.init import uniform
 from switchlora.layer import AdapterLinear
 from switchlora.options import DEFAULT_TARGET_MODULES, SwitchLoRAOptions
-from switchlora.seeding import torch_generator
+from switchlora.seeding import torch_generator, uniform
 from switchlora.sharding import copy_full_, local, local_slice_of
 
 REINIT_STREAM = 16

@@ -5,7 +5,7 @@ import torch
 
 from switchlora.candidates import (
     PoolFactor,
-    choose_entries,
+    random_choice,
     seeded_candidates,
     sequential_choice,
 )
@@ -21,17 +21,19 @@ def _factor(c: int, r: int, width: int = 3) -> PoolFactor:
 def test_sequential_walk_keeps_a_contiguous_window_without_duplicates():
     c, r = 10, 8
     factor = _factor(c, r)
+    use, nexts = factor.use[None, :], np.zeros(1, np.int64)
     pointer = 0
     for step in range(25):
         k = 1 + step % 4  # also k > C - r: entries released this step come straight back
-        positions = (pointer + np.arange(k)) % r
+        positions = (pointer + np.arange(k))[None, :] % r
         pointer = (pointer + k) % r
-        old, new = choose_entries(factor, positions, "sequential", np.random.default_rng(0))
+        old, new, nexts = sequential_choice(use, nexts, positions, np.ones((1, k), bool), c)
+        old, new, nxt = old[0], new[0], int(nexts[0])
         assert len(set(factor.use.tolist())) == r  # every position holds a distinct entry
         # in-use set = r consecutive entries of the ring ending just before `next`
-        window = {(factor.next - 1 - i) % c for i in range(r)}
+        window = {(nxt - 1 - i) % c for i in range(r)}
         assert set(factor.use.tolist()) == window
-        assert list(new) == [(factor.next - k + i) % c for i in range(k)]
+        assert list(new) == [(nxt - k + i) % c for i in range(k)]
         assert list(old) != list(new) or k == 0
 
 
@@ -43,7 +45,7 @@ def test_random_choice_draws_only_free_entries():
     for step in range(200):
         positions = (step * 3 + np.arange(3)) % r
         others = np.delete(factor.use, positions)
-        old, new = choose_entries(factor, positions, "random", rng)
+        old, new = random_choice(factor, positions, rng)
         assert not set(new.tolist()) & set(others.tolist())
         assert len(set(factor.use.tolist())) == r
         own_slot_back += int(np.sum(old == new))
@@ -64,10 +66,19 @@ def test_sequential_choice_of_many_pools_matches_one_pool_at_a_time():
         active = np.arange(width)[None, :] < k[:, None]
         old, new, nexts = sequential_choice(use, nexts, positions, active, c)
         for row, factor in enumerate(singles):
-            want_old, want_new = choose_entries(factor, positions[row, : k[row]], "sequential", rng)
-            assert old[row, : k[row]].tolist() == want_old.tolist()
-            assert new[row, : k[row]].tolist() == want_new.tolist()
-            assert (old[row, k[row] :] == -1).all()
+            kr = k[row]
+            one = factor.use[None, :]
+            want_old, want_new, nxt = sequential_choice(
+                one,
+                np.array([factor.next]),
+                positions[row : row + 1, :kr],
+                np.ones((1, kr), bool),
+                c,
+            )
+            factor.next = int(nxt[0])
+            assert old[row, :kr].tolist() == want_old[0].tolist()
+            assert new[row, :kr].tolist() == want_new[0].tolist()
+            assert (old[row, kr:] == -1).all()
             assert use[row].tolist() == factor.use.tolist() and nexts[row] == factor.next
         pointers = (pointers + k) % r
 

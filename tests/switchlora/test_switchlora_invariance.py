@@ -15,14 +15,14 @@ def test_output_unchanged_by_full_switch(source):
     opt = make_optimizer(model, layers)
     ctrl = SwitchController(layers, opts, total_steps=100, optimizer=opt)
     ctrl.init_state(pools)
-    assert ctrl.slots == 4
+    assert ctrl.max_slots == 4
     tokens = batch(0)
     with torch.no_grad():
         before = model(tokens)
     factors = {n: (m.lora_A.detach().clone(), m.lora_B.detach().clone()) for n, m in layers.items()}
     weights = {n: m.base.weight.detach().clone() for n, m in layers.items()}
-    stats = ctrl.step(0, force_k=ctrl.slots)
-    assert stats["vectors_switched"] == 2 * ctrl.slots * len(layers)
+    stats = ctrl.step(0, force_k=ctrl.max_slots)
+    assert stats["vectors_switched"] == 2 * ctrl.max_slots * len(layers)
     with torch.no_grad():
         after = model(tokens)
     rel = (after - before).norm() / before.norm()

@@ -155,8 +155,8 @@ def test_stacked_banks_equal_one_parameter_at_a_time():
             p.grad = None if p is missing else g.clone()
             q.grad = None if p is missing else g.clone()
         if step % 3 == 1:  # freeze A row 2 of a[1] and B column 3 of b[0] for this step
-            bank_a.frozen = BankIndex(torch.tensor([1 * 4 + 2]))
-            bank_b.frozen = BankIndex(torch.tensor([0 * 4 + 3]))
+            bank_a.freeze_next_update = BankIndex(torch.tensor([1 * 4 + 2]))
+            bank_b.freeze_next_update = BankIndex(torch.tensor([0 * 4 + 3]))
             ref_a[1].grad[2] = 0
             ref_b[0].grad[:, 3] = 0
         if step == 6:  # reset (what the switch does to counterparts): A row 0 of a[0]

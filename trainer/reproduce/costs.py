@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from switchlora.baselines.galore_projector import state_numel
-from switchlora.init import layer_switchable, pool_size
+from switchlora.candidates import layer_switchable, pool_size
 from switchlora.layer import ROLE_ATTR, AdapterLinear
 from trainer.config import JobConfig
 from trainer.methods import prepare_model

@@ -11,22 +11,22 @@ import gc
 import pytest
 import torch
 
-from switchlora import host_memory
+from switchlora import transfer
 
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
     calls: list[tuple] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(host_memory, "_register", lambda p, n: calls.append(("register", p, n)))
-    monkeypatch.setattr(host_memory, "_unregister", lambda p: calls.append(("unregister", p)))
+    monkeypatch.setattr(transfer, "_register", lambda p, n: calls.append(("register", p, n)))
+    monkeypatch.setattr(transfer, "_unregister", lambda p: calls.append(("unregister", p)))
     return calls
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_pinned_empty_registers_exactly_its_bytes_until_the_last_view_is_freed(fake_cuda, dtype):
     shape = (3, 5, 7)
-    t = host_memory.pinned_empty(shape, dtype)
+    t = transfer.pinned_empty(shape, dtype)
     assert t.shape == shape and t.dtype == dtype and t.device.type == "cpu"
     nbytes = 3 * 5 * 7 * t.element_size()
     assert fake_cuda == [("register", t.data_ptr(), nbytes)]
@@ -46,12 +46,12 @@ def test_pinned_empty_registers_exactly_its_bytes_until_the_last_view_is_freed(f
 def test_without_cuda_a_plain_tensor(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     called = []
-    monkeypatch.setattr(host_memory, "_register", lambda *a: called.append(a))
-    t = host_memory.pinned_empty((4, 4), torch.float32)
+    monkeypatch.setattr(transfer, "_register", lambda *a: called.append(a))
+    t = transfer.pinned_empty((4, 4), torch.float32)
     assert t.shape == (4, 4) and not called
 
 
 def test_caching_allocator_rounds_to_a_power_of_two():
-    assert host_memory.caching_allocator_bytes(3 << 29) == 1 << 31  # 1.5 GiB pins 2 GiB
-    assert host_memory.caching_allocator_bytes(1 << 20) == 1 << 20
-    assert host_memory.caching_allocator_bytes(1) == 1
+    assert transfer.caching_allocator_bytes(3 << 29) == 1 << 31  # 1.5 GiB pins 2 GiB
+    assert transfer.caching_allocator_bytes(1 << 20) == 1 << 20
+    assert transfer.caching_allocator_bytes(1) == 1
