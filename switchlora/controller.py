@@ -154,9 +154,7 @@ class SwitchController:
             return {"vectors_switched": 0.0, "interval": float("inf"), "frozen_vectors": 0.0}
         self._ensure_initialized()
         self._refresh_banks()
-        o = self.options
         interval_t = self.interval(t)
-        schedule.check_interval(interval_t, o.freeze_steps)
         with switch_range("decide"):
             decisions, pack, bank_indices, frozen = self._decide(t, interval_t, force_k)
         self._apply(t, decisions, pack, bank_indices)

@@ -46,11 +46,3 @@ def max_slots(rank: int, interval0: float) -> int:
     K <= r // 2 keeps the A window [pA, pA+K) and the B window [pA + r//2, ...) disjoint.
     """
     return max(0, min(rank // 2, math.ceil(rank / interval0)))
-
-
-def check_interval(interval_t: float, freeze_steps: int) -> None:
-    """A switch interval below 2N would switch vectors that are still frozen: refuse it."""
-    if interval_t < 2 * freeze_steps:
-        raise ValueError(
-            f"switch interval {interval_t:g} is below 2 * freeze_steps = {2 * freeze_steps}"
-        )
