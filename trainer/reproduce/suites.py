@@ -113,16 +113,16 @@ CPU_SWITCH_STEPS = steps_for_switches(
 4,850 steps for the same count, and gets about 1 switch per index in cpu-small's 480."""
 
 CPU_SWITCH_SECONDS_PER_STEP = {
-    "full": 0.05,
-    "lora": 0.06,
-    "relora": 0.06,
-    "galore": 0.06,
-    "switchlora": 0.065,
+    "full": 0.074,
+    "lora": 0.098,
+    "relora": 0.095,
+    "galore": 0.077,
+    "switchlora": 0.079,
 }
-"""Seconds per step and process (2 processes, one thread each) at 8 x 128 tokens, scaled from
-the tiny config's measured 0.259 s/step for SwitchLoRA at 16 x 256 tokens on 2 idle cores
-(README quick start) by the tokens per step (1/4). Measured on 2 cores shared with other jobs
-(load 10): 1.53 s/step SwitchLoRA, 0.93 s/step full-rank; the estimate holds on idle cores."""
+"""Seconds per step and process (2 processes, one thread each) at 8 x 128 tokens: the fastest
+30-second progress window of each method's runs in the suite's first full run (2 cores, torch
+2.13 CPU, shared with niced test jobs for most of it, so these are upper bounds for idle cores).
+The 30 runs then take about 67 minutes."""
 
 
 def cpu_switch() -> Suite:
