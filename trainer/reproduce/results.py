@@ -163,6 +163,8 @@ def collect(output: Path, suite: Suite) -> dict[str, Any]:
             ],
         }
         for name, ab in suite_ablations(suite).items()
+        # Only ablations with a run of their own: the recipe runs they share compare nothing.
+        if any(run in runs and run != method for _, method, _, run in points[name])
     }
     best = best_runs(runs)
     return {
