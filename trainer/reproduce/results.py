@@ -164,7 +164,10 @@ def collect(output: Path, suite: Suite) -> dict[str, Any]:
         }
         for name, ab in suite_ablations(suite).items()
         # Only ablations with a run of their own: the recipe runs they share compare nothing.
-        if any(run in runs and run != method for _, method, _, run in points[name])
+        if any(
+            run != method and "final_val_ppl" in runs.get(run, {})
+            for _, method, _, run in points[name]
+        )
     }
     best = best_runs(runs)
     return {
