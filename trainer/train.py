@@ -147,6 +147,16 @@ def build_trainer(cfg: JobConfig, info: DistInfo) -> Trainer:
     )
 
 
+def training_flops_per_token(tr: Trainer) -> float:
+    """Training FLOPs per token of the run's model and method (the MFU definition): adapter
+    layers add their rank-r matmuls; other methods train the dense projections."""
+    m = tr.cfg.method
+    adapter_rank = m.rank if get_method(m.name).adapters else 0
+    return tr.model_args.flops_per_token(
+        tr.cfg.training.seq_len, adapter_rank, tuple(m.target_modules)
+    )
+
+
 def check_val_budgets(cfg: JobConfig, data: DataBundle) -> None:
     """The token budgets of the evaluations fit in the validation split (checked before step 0)."""
     t = cfg.training
@@ -340,10 +350,7 @@ def train_in(
         f"tokens ({tr.grad_accum} micro-batch{'es' if tr.grad_accum > 1 else ''}) | {t.steps} steps"
     )
     peak = peak_flops(info.device)
-    adapter_rank = cfg.method.rank if get_method(cfg.method.name).adapters else 0
-    flops_per_token = tr.model_args.flops_per_token(
-        t.seq_len, adapter_rank, tuple(cfg.method.target_modules)
-    )
+    flops_per_token = training_flops_per_token(tr)
 
     ckpt = CheckpointManager(cfg, info, dump, logger.line)
     restored = ckpt.load(tr)  # resume (or a full initial load): the progress so far

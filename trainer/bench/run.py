@@ -32,10 +32,16 @@ from trainer.bench.memory import (
     reset_peak,
 )
 from trainer.config import JobConfig
-from trainer.methods import get_method
 from trainer.metrics import peak_flops
 from trainer.optim import grad_norm
-from trainer.train import Trainer, apply_update, build_trainer, forward_backward, train_step
+from trainer.train import (
+    Trainer,
+    apply_update,
+    build_trainer,
+    forward_backward,
+    train_step,
+    training_flops_per_token,
+)
 
 PRECISIONS: dict[str, list[str]] = {
     "fp32": ["--precision.mode", "fp32"],
@@ -244,13 +250,6 @@ def _dynamo_totals() -> tuple[int, int]:
     return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
 
 
-def _flops_per_token(tr: Trainer) -> float:
-    """Training FLOPs per token as the method computes them (the trainer's MFU definition)."""
-    m = tr.cfg.method
-    rank = m.rank if get_method(m.name).adapters else 0
-    return tr.model_args.flops_per_token(tr.cfg.training.seq_len, rank, tuple(m.target_modules))
-
-
 def _max_over_ranks(values: list[float], device: torch.device) -> list[float]:
     """Element-wise maximum over ranks (the slowest rank sets the step time)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -393,7 +392,9 @@ def finish_case(run: CaseRun) -> dict[str, Any]:
         "cpu_s_all": run.cpu,
         "tokens_per_s": tokens / step_s,
         "mfu": (
-            _flops_per_token(tr) * tokens / step_s / (peak * tr.info.world_size) if peak else None
+            training_flops_per_token(tr) * tokens / step_s / (peak * tr.info.world_size)
+            if peak
+            else None
         ),
         "hook_s": hook_s,
         "hook_mean_s": hook_mean_s,
